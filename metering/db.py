@@ -1,0 +1,99 @@
+"""Engines: one place that knows how to talk to MySQL/MariaDB and SQLite safely.
+
+- MySQL/MariaDB: utf8mb4, session time zone UTC (DATETIME columns hold UTC whatever
+  the server's or the machine's TZ), strict mode, REPEATABLE READ so one run reads
+  one consistent snapshot.
+- SQLite: the driver's implicit transactions are turned off and BEGIN is emitted by
+  us, so a run can take the database's write lock up front (BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from metering.errors import DatabaseUnavailable
+from metering.logs import mask_secrets
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def is_mysql(bind: Engine | Connection) -> bool:
+    return bind.dialect.name in ("mysql", "mariadb")
+
+
+def make_engine(url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_S) -> Engine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {"future": True}
+    if backend in ("mysql", "mariadb"):
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        parsed = parsed.set(query=query)
+        kwargs.update(
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            isolation_level="REPEATABLE READ",
+            connect_args={
+                "init_command": (
+                    "SET time_zone = '+00:00', "
+                    "sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')"
+                ),
+                "connect_timeout": 10,
+            },
+        )
+    elif backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": sqlite_busy_timeout}
+    engine = create_engine(parsed, **kwargs)
+    if backend == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def write_lock(conn: Connection) -> Connection:
+    """Make the next transaction on conn take SQLite's write lock at BEGIN."""
+    return conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """One line, no password, for an operator."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        text = f"{type(exc.orig).__name__}: {exc.orig}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return mask_secrets(" ".join(text.split()))[:500]
+
+
+def unavailable(exc: BaseException, masked_url: str) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"database {masked_url}: {describe_db_error(exc)}")
+
+
+__all__ = [
+    "OperationalError",
+    "describe_db_error",
+    "is_mysql",
+    "make_engine",
+    "unavailable",
+    "write_lock",
+]

@@ -1,0 +1,1 @@
+"""Every SQL statement of metering, as functions taking a SQLAlchemy Connection."""
