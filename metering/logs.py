@@ -39,7 +39,9 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure(*, verbose: bool = False, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    *, verbose: bool = False, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
     out = stream if stream is not None else sys.stderr
     use_json = (not out.isatty()) if json is None else json

@@ -13,12 +13,14 @@ from metering.timeutil import parse_time
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class TimeParam(click.ParamType):
+class TimeParam(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 instant; without an offset it is UTC."""
 
     name = "TIME"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
@@ -37,7 +39,10 @@ def database_options(func: F) -> F:
         "config",
         metavar="PATH",
         default=None,
-        help="TOML config file (env METERING_CONFIG; default ~/.config/metering/config.toml if present).",
+        help=(
+            "TOML config file (env METERING_CONFIG; "
+            "default ~/.config/metering/config.toml if present)."
+        ),
     )(func)
     func = click.option(
         "--database-url",

@@ -1,0 +1,114 @@
+"""The per-run billing decisions, pure: what a resource or a measure is worth in the
+hours a run closes, minus what is already billed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+
+from metering.core.diff import diff
+from metering.core.events import HOUR, Measure, QuantityKey, ResourceEvent
+from metering.core.slicing import hour_of, measure_by_hour, running_by_hour
+from metering.core.spans import Anomaly, Replay, ResourceState, replay
+
+HourKey = tuple[str, int]  # (offering, hour start)
+PartKey = tuple[QuantityKey, int]  # (quantity key, hour start)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebilled:
+    amounts: dict[HourKey, int]  # milliseconds to write (negative: a correction)
+    replay: Replay
+    anomalies: tuple[Anomaly, ...]  # those to record now
+
+
+def rebill_start(
+    events: Sequence[ResourceEvent], new: Sequence[ResourceEvent], billed_until: int | None
+) -> int:
+    """The first hour a run must re-derive for a resource it touches.
+
+    Everything from the earliest new event on may have changed; hours from
+    billed_until on are billed for the first time and must be derived as well.
+    """
+    if billed_until is None:
+        return hour_of(min(e.occurred_at for e in events))
+    if not new:
+        return billed_until
+    return min(billed_until, hour_of(min(e.occurred_at for e in new)))
+
+
+def rebill_resource(
+    events: Sequence[ResourceEvent],
+    *,
+    start: int,
+    until: int,
+    billed: Mapping[HourKey, int],
+    new_ids: Set[int],
+    billed_until: int | None,
+) -> Rebilled:
+    """Truth from the resource's whole history over [start, until), minus `billed`.
+
+    An anomaly is recorded once: by the run that first reads its event, or by the
+    run that first applies it (an event read while its hour was still open).
+    """
+    result = replay(events, until)
+    truth = running_by_hour(result.spans, start, until)
+    occurred = {e.id: e.occurred_at for e in events}
+    to_record = tuple(
+        a
+        for a in result.anomalies
+        if a.id in new_ids or billed_until is None or occurred[a.id] >= billed_until
+    )
+    return Rebilled(diff(truth, billed), result, to_record)
+
+
+def rederive_resource(
+    events: Sequence[ResourceEvent], *, start: int, until: int, billed: Mapping[HourKey, int]
+) -> dict[HourKey, int]:
+    """A backfill's view: truth over [start, until) minus billed; no state, no anomalies."""
+    return diff(running_by_hour(replay(events, until).spans, start, until), billed)
+
+
+def continue_running(state: ResourceState, start: int, end: int) -> dict[HourKey, int]:
+    """A resource running since before `start` with no event in [start, end): whole hours."""
+    if not state.running or state.destroyed:
+        return {}
+    offering = state.offering or ""
+    return {(offering, hour): HOUR for hour in range(start, end, HOUR)}
+
+
+def split_parts(
+    parts: Mapping[PartKey, int], until: int
+) -> tuple[dict[PartKey, int], dict[PartKey, int]]:
+    """(parts of closed hours, parts of hours not closed yet)."""
+    closed: dict[PartKey, int] = {}
+    later: dict[PartKey, int] = {}
+    for (key, hour), amount in parts.items():
+        (closed if hour < until else later)[(key, hour)] = amount
+    return closed, later
+
+
+def add_parts(*many: Mapping[PartKey, int]) -> dict[PartKey, int]:
+    total: dict[PartKey, int] = {}
+    for parts in many:
+        for key, amount in parts.items():
+            total[key] = total.get(key, 0) + amount
+    return {key: amount for key, amount in total.items() if amount}
+
+
+def rederive_measures(
+    measures: Iterable[Measure], *, start: int, end: int, billed: Mapping[PartKey, int]
+) -> dict[PartKey, int]:
+    """A backfill's view of measures: their parts in [start, end) minus billed."""
+    truth = {
+        (key, hour): amount
+        for (key, hour), amount in measure_by_hour(measures).items()
+        if start <= hour < end
+    }
+    return diff(truth, billed)
+
+
+def chunk_end(billed_until: int, horizon: int, running: int, line_budget: int) -> int:
+    """How far one transaction bills: bounded so its lines stay near line_budget."""
+    hours = max(1, line_budget // max(1, running))
+    return min(horizon, billed_until + hours * HOUR)

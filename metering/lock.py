@@ -1,0 +1,75 @@
+"""One run at a time: a file lock on this host, GET_LOCK across hosts.
+
+GET_LOCK belongs to a connection, so it is taken on a dedicated connection held for
+the whole run and released explicitly: a pooled connection returned with the lock
+would keep it. SQLite needs no extra lock: its write lock is taken by the run's
+BEGIN IMMEDIATE. The commit fence (store.state.advance_watermark) covers any
+database without a usable lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import filelock
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from metering.db import is_mysql
+from metering.errors import LockHeld
+
+
+@contextmanager
+def file_lock(path: Path, wait: float) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # flock-based: the kernel drops it when the holder dies, so a stale file is harmless.
+    lock = filelock.FileLock(str(path), timeout=wait if wait > 0 else 0)
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise LockHeld(f"another metering run holds the lock file {path}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def database_lock(engine: Engine, wait: float) -> Iterator[None]:
+    if not is_mysql(engine):
+        yield
+        return
+    conn = engine.connect()
+    try:
+        name = conn.execute(
+            text("SELECT CONCAT('metering:', COALESCE(DATABASE(), ''))")
+        ).scalar_one()
+        got = conn.execute(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": str(name)[:64], "wait": int(wait)}
+        ).scalar()
+        conn.commit()
+        if got != 1:
+            raise LockHeld(f"another metering run holds the database lock {name!r}")
+        try:
+            yield
+        finally:
+            with suppress(DBAPIError):
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": str(name)[:64]})
+                conn.commit()
+    finally:
+        with suppress(DBAPIError):
+            conn.close()
+
+
+@contextmanager
+def run_lock(
+    engine: Engine, path: Path, *, wait: float = 0.0, use_database_lock: bool = True
+) -> Iterator[None]:
+    with file_lock(path, wait):
+        if use_database_lock:
+            with database_lock(engine, wait):
+                yield
+        else:
+            yield

@@ -1,0 +1,564 @@
+"""`metering run`, end to end: lock, clock, transactions around the pure core.
+
+A run bills every closed hour after the stored watermark (billed_until), oldest
+first, in chunks of hours; each chunk is one transaction with its own run id
+(deterministic: the window it bills and the state version it starts from). A
+dry run takes no lock and executes the very same chunks in one transaction that
+it rolls back.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from metering import logs
+from metering.core import billing
+from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
+from metering.core.slicing import hour_of, measure_by_hour
+from metering.core.spans import ResourceState
+from metering.db import write_lock
+from metering.errors import ConcurrentRun, LockHeld, UsageError
+from metering.lock import run_lock
+from metering.store import events as store_events
+from metering.store import runs as store_runs
+from metering.store import state as store_state
+from metering.store import usage as store_usage
+from metering.store.runs import ANOMALY, REJECTED, Finding, RunRecord
+from metering.store.state import Gap, StoredResource, Watermark
+from metering.store.usage import Line
+from metering.timeutil import from_ms, iso, to_ms
+
+log = logs.get_logger("metering.run")
+
+LINE_BUDGET = 200_000
+SCHEDULED = "scheduled"
+BACKFILL = "backfill"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    now: datetime
+    grace: timedelta = timedelta(minutes=30)
+    settle_lag: timedelta = timedelta(minutes=10)
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class ChunkResult:
+    run_id: str
+    kind: str
+    hours_from: int | None
+    hours_to: int | None
+    first_event_id: int | None
+    last_event_id: int | None
+    events_read: int = 0
+    lines_written: int = 0
+    corrections: int = 0
+    rejected: int = 0
+    anomalies: int = 0
+    duration_ms: int = 0
+
+
+@dataclass
+class RunOutcome:
+    runs: list[ChunkResult] = field(default_factory=list)
+    clock_stepped_back: bool = False
+    lines: list[Line] = field(default_factory=list)  # dry run: what would be written
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.runs
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def horizon_of(now: datetime, grace: timedelta) -> int:
+    """Hours strictly before this instant are closed (rule 5)."""
+    return hour_of(to_ms(now - grace))
+
+
+def execute(
+    engine: Engine,
+    request: RunRequest,
+    *,
+    lock_file: Path,
+    wait: float = 0.0,
+    use_database_lock: bool = True,
+    wall_clock: Callable[[], datetime] = utc_now,
+    pause: Callable[[str], None] = lambda _where: None,
+) -> RunOutcome:
+    """Run (or dry-run) the hourly job. `pause` is a test hook called between phases."""
+    until = horizon_of(request.now, request.grace)
+    if request.until is not None:
+        asked = hour_of(to_ms(request.until))
+        if asked > until:
+            raise UsageError(
+                f"--until {iso(request.until)} is not closed yet: hours up to "
+                f"{iso(from_ms(until))} are (now {iso(request.now)}, grace {request.grace})"
+            )
+        until = asked
+    since = None if request.since is None else hour_of(to_ms(request.since))
+    if since is not None and since >= until:
+        raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
+    job = _Job(request, until, since, wall_clock, pause)
+    if request.dry_run:
+        with engine.connect() as conn, _translate_errors():
+            outer = conn.begin()
+            try:
+                job.work(conn, commit=False)
+                job.outcome.lines = store_usage.lines_of_runs(
+                    conn, [r.run_id for r in job.outcome.runs]
+                )
+            finally:
+                outer.rollback()
+        return job.outcome
+    with (
+        run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
+        engine.connect() as conn,
+        _translate_errors(),
+    ):
+        job.work(write_lock(conn), commit=True)
+    return job.outcome
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise ConcurrentRun("another run committed the same run first; nothing written") from exc
+    except OperationalError as exc:
+        text = str(exc.orig)
+        if "database is locked" in text:
+            raise LockHeld("the SQLite database is locked by another writer") from exc
+        if "Lock wait timeout" in text or "Deadlock" in text:
+            raise ConcurrentRun(f"another run holds the rows this run writes: {text}") from exc
+        raise
+
+
+class _Job:
+    def __init__(
+        self,
+        request: RunRequest,
+        until: int,
+        since: int | None,
+        wall_clock: Callable[[], datetime],
+        pause: Callable[[str], None],
+    ) -> None:
+        self.request = request
+        self.until = until
+        self.since = since
+        self.wall_clock = wall_clock
+        self.pause = pause
+        self.host = socket.gethostname()
+        self.outcome = RunOutcome()
+
+    def work(self, conn: Connection, *, commit: bool) -> None:
+        if self.since is not None:
+            with conn.begin() if commit else nullcontext():
+                self._record(self._backfill(conn, self.since))
+        while True:
+            with conn.begin() if commit else nullcontext():
+                result = self._chunk(conn)
+            if result is None:
+                return
+            self._record(result)
+            if result.hours_to is not None and result.hours_to >= self.until:
+                return
+
+    def _record(self, result: ChunkResult | None) -> None:
+        if result is None:
+            return
+        self.outcome.runs.append(result)
+        log.info(
+            "run_finished" if not self.request.dry_run else "dry_run_finished",
+            run_id=result.run_id,
+            kind=result.kind,
+            window_from=iso(from_ms(result.hours_from)) if result.hours_from is not None else None,
+            window_to=iso(from_ms(result.hours_to)) if result.hours_to is not None else None,
+            events_read=result.events_read,
+            lines_written=result.lines_written,
+            corrections=result.corrections,
+            rejected=result.rejected,
+            anomalies=result.anomalies,
+            duration_ms=result.duration_ms,
+        )
+
+    # -- one scheduled chunk ------------------------------------------------------
+
+    def _chunk(self, conn: Connection) -> ChunkResult | None:
+        started = time.monotonic()
+        wall = self.wall_clock()
+        mark = store_state.read_watermark(conn)
+        h0 = mark.billed_until
+        if h0 is not None and self.until < h0:
+            self.outcome.clock_stepped_back = True
+            log.warning(
+                "clock_behind_watermark",
+                now=iso(self.request.now),
+                billed_until=iso(from_ms(h0)),
+                message="the clock is earlier than the last run's window: nothing to do",
+            )
+            return None
+        top = store_events.max_id(conn)
+        gaps = store_state.read_gaps(conn)
+        if h0 == self.until and top <= mark.last_event_id and not gaps:
+            return None
+        running: list[StoredResource] = []
+        if h0 is None:
+            h1 = self.until
+        else:
+            running = store_state.running_resources(conn)
+            h1 = billing.chunk_end(h0, self.until, len(running), LINE_BUDGET)
+
+        self.pause("read")
+        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag)
+        if h0 == h1 and batch.read == 0:
+            return None
+
+        self.pause("compute")
+        lines: list[Line] = []
+        findings = list(batch.rejections)
+        # Quantities: additive; each part is billed once, when its hour is closed.
+        closed, later = billing.split_parts(batch.parts, h1)
+        closed = billing.add_parts(closed, store_usage.take_pending(conn, h1))
+        store_usage.add_pending(conn, later)
+        lines.extend(
+            store_usage.measure_line(key, hour, amount)
+            for (key, hour), amount in sorted(closed.items())
+        )
+        # Resources: re-derive the ones something happened to, continue the others.
+        touched, saved = self._resources(conn, batch, h0, h1, lines, findings)
+        if h0 is not None:
+            for stored in running:
+                if stored.key in touched:
+                    continue
+                for (offering, hour), ms in billing.continue_running(stored.state, h0, h1).items():
+                    lines.append(store_usage.running_line(stored.key, offering, hour, ms))
+
+        self.pause("write")
+        run_id = _scheduled_id(h0, h1, mark)
+        store_state.advance_watermark(
+            conn,
+            mark,
+            last_event_id=max(top, mark.last_event_id),
+            billed_until=h1,
+            max_measure_period_ms=max(mark.max_measure_period_ms, batch.max_period),
+            run_id=run_id,
+            at=wall,
+        )
+        store_state.replace_gaps(conn, batch.gaps)
+        store_state.save_resources(conn, saved)
+        written = store_usage.insert_lines(conn, run_id, lines)
+        store_runs.insert_findings(conn, run_id, wall, findings)
+        result = ChunkResult(
+            run_id=run_id,
+            kind=SCHEDULED,
+            hours_from=h0,
+            hours_to=h1,
+            first_event_id=mark.last_event_id + 1 if top > mark.last_event_id else None,
+            last_event_id=top if top > mark.last_event_id else None,
+            events_read=batch.read,
+            lines_written=written,
+            corrections=sum(1 for line in lines if h0 is not None and line.hour < h0),
+            rejected=sum(1 for f in findings if f.category == REJECTED),
+            anomalies=sum(1 for f in findings if f.category == ANOMALY),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        store_runs.insert_run(conn, self._run_record(result, wall))
+        self.pause("commit")
+        return result
+
+    def _resources(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        h0: int | None,
+        h1: int,
+        lines: list[Line],
+        findings: list[Finding],
+    ) -> tuple[set[ResourceKey], list[StoredResource]]:
+        touched = {
+            key for key, evs in batch.resources.items() if min(e.occurred_at for e in evs) < h1
+        }
+        if h0 is not None:
+            touched.update(store_state.pending_resources(conn, h1))
+        future_only = [key for key in batch.resources if key not in touched]
+        keys = sorted(touched)
+        before = store_state.resources(conn, keys + future_only)
+        saved: list[StoredResource] = []
+        for key in future_only:
+            old = before.get(key)
+            times = [e.occurred_at for e in batch.resources[key]]
+            saved.append(
+                StoredResource(
+                    key=key,
+                    state=old.state if old else ResourceState(),
+                    pending_from=_extreme(min, times, old.pending_from if old else None),
+                    last_event_at=_extreme(max, times, old.last_event_at if old else None),
+                    last_seen_at=old.last_seen_at if old else None,
+                )
+            )
+        if not keys:
+            return touched, saved
+        histories, names = _histories(conn, keys)
+        starts = {
+            key: billing.rebill_start(histories[key], batch.resources.get(key, []), h0)
+            for key in keys
+        }
+        billed = store_usage.billed_running(conn, keys, min(starts.values()), h1)
+        for key in keys:
+            start = starts[key]
+            rebilled = billing.rebill_resource(
+                histories[key],
+                start=start,
+                until=h1,
+                billed={k: v for k, v in billed[key].items() if k[1] >= start},
+                new_ids=batch.new_ids,
+                billed_until=h0,
+            )
+            for (offering, hour), ms in sorted(
+                rebilled.amounts.items(), key=lambda i: (i[0][1], i[0][0])
+            ):
+                lines.append(store_usage.running_line(key, offering, hour, ms))
+            findings.extend(
+                Finding(a.id, names.get(a.id, ""), ANOMALY, a.reason) for a in rebilled.anomalies
+            )
+            old = before.get(key)
+            saved.append(
+                StoredResource(
+                    key=key,
+                    state=rebilled.replay.state,
+                    pending_from=rebilled.replay.pending_from,
+                    last_event_at=rebilled.replay.last_event_at,
+                    last_seen_at=old.last_seen_at if old else None,
+                )
+            )
+        return touched, saved
+
+    # -- backfill -----------------------------------------------------------------
+
+    def _backfill(self, conn: Connection, since: int) -> ChunkResult | None:
+        started = time.monotonic()
+        wall = self.wall_clock()
+        mark = store_state.read_watermark(conn)
+        if mark.billed_until is None:
+            log.info(
+                "backfill_skipped", reason="nothing billed yet; the scheduled run bills it all"
+            )
+            return None
+        end = min(self.until, mark.billed_until)
+        if since >= end:
+            return None
+        lines: list[Line] = []
+        keys = sorted(store_state.resources_active_since(conn, since))
+        for first in range(0, len(keys), 500):
+            batch = keys[first : first + 500]
+            histories, _ = _histories(conn, batch)
+            billed = store_usage.billed_running(conn, batch, since, end)
+            for key in batch:
+                amounts = billing.rederive_resource(
+                    histories[key], start=since, until=end, billed=billed[key]
+                )
+                for (offering, hour), ms in sorted(
+                    amounts.items(), key=lambda i: (i[0][1], i[0][0])
+                ):
+                    lines.append(store_usage.running_line(key, offering, hour, ms))
+        gaps = store_state.read_gaps(conn)
+        reach = max(mark.max_measure_period_ms, HOUR)
+        read = 0
+        for window in range(since, end, 24 * HOUR):
+            window_end = min(window + 24 * HOUR, end)
+            measures: list[Measure] = []
+            for raw in store_events.measures_overlapping(
+                conn,
+                from_ms(window),
+                from_ms(window_end),
+                from_ms(window - reach),
+                mark.last_event_id,
+            ):
+                if any(g.id_from <= raw.id <= g.id_to for g in gaps):
+                    continue
+                checked = validate(raw)
+                if isinstance(checked, Measure):
+                    measures.append(checked)
+                    read += 1
+            measure_amounts = billing.rederive_measures(
+                measures,
+                start=window,
+                end=window_end,
+                billed=store_usage.billed_measures(conn, window, window_end),
+            )
+            lines.extend(
+                store_usage.measure_line(key, hour, amount)
+                for (key, hour), amount in sorted(measure_amounts.items())
+            )
+        run_id = f"b{_hour_id(since)}-{_hour_id(end)}-v{mark.version}"
+        store_state.advance_watermark(
+            conn,
+            mark,
+            last_event_id=mark.last_event_id,
+            billed_until=mark.billed_until,
+            max_measure_period_ms=mark.max_measure_period_ms,
+            run_id=run_id,
+            at=wall,
+        )
+        written = store_usage.insert_lines(conn, run_id, lines)
+        result = ChunkResult(
+            run_id=run_id,
+            kind=BACKFILL,
+            hours_from=since,
+            hours_to=end,
+            first_event_id=None,
+            last_event_id=None,
+            events_read=read,
+            lines_written=written,
+            corrections=written,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        store_runs.insert_run(conn, self._run_record(result, wall))
+        return result
+
+    def _run_record(self, result: ChunkResult, wall: datetime) -> RunRecord:
+        return RunRecord(
+            run_id=result.run_id,
+            kind=result.kind,
+            status="dry-run" if self.request.dry_run else "ok",
+            clock=self.request.now,
+            started_at=wall,
+            finished_at=self.wall_clock(),
+            hours_from=None if result.hours_from is None else from_ms(result.hours_from),
+            hours_to=None if result.hours_to is None else from_ms(result.hours_to),
+            first_event_id=result.first_event_id,
+            last_event_id=result.last_event_id,
+            events_read=result.events_read,
+            lines_written=result.lines_written,
+            corrections=result.corrections,
+            rejected=result.rejected,
+            anomalies=result.anomalies,
+            duration_ms=result.duration_ms,
+            host=self.host,
+            message=None,
+        )
+
+
+@dataclass
+class _Batch:
+    """What a chunk read past the watermark (and in the gaps below it)."""
+
+    read: int = 0
+    parts: dict[tuple[Any, int], int] = field(default_factory=dict)
+    resources: dict[ResourceKey, list[ResourceEvent]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    rejections: list[Finding] = field(default_factory=list)
+    new_ids: set[int] = field(default_factory=set)
+    gaps: list[Gap] = field(default_factory=list)
+    max_period: int = 0
+
+
+def _read_new(
+    conn: Connection,
+    mark: Watermark,
+    top: int,
+    gaps: Sequence[Gap],
+    wall: datetime,
+    settle_lag: timedelta,
+) -> _Batch:
+    batch = _Batch()
+    ranges = [(g.id_from, g.id_to, g.first_seen_at) for g in gaps]
+    if top > mark.last_event_id:
+        ranges.append((mark.last_event_id + 1, top, wall))
+    sums: list[store_events.HourSum] = []
+    measures: list[Measure] = []
+    kept: list[Gap] = []
+    for lo, hi, seen in ranges:
+        found = 0
+        for hour_sum in store_events.sum_simple_measures(conn, lo, hi):
+            sums.append(hour_sum)
+            found += hour_sum.count
+        for raw in store_events.other_events(conn, lo, hi):
+            found += 1
+            checked = validate(raw)
+            if isinstance(checked, Rejection):
+                batch.rejections.append(
+                    Finding(checked.id, checked.event_id, REJECTED, checked.reason)
+                )
+            elif isinstance(checked, ResourceEvent):
+                batch.resources[checked.key].append(checked)
+                batch.new_ids.add(checked.id)
+            else:
+                measures.append(checked)
+        batch.read += found
+        if found < hi - lo + 1:
+            kept.extend(_missing(store_events.ids_between(conn, lo, hi), lo, hi, seen))
+    cutoff = wall - settle_lag
+    batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
+    parts: dict[tuple[Any, int], int] = {}
+    for s in sums:
+        key = ((s.account, s.entity, s.resource_id, s.unit), s.hour)
+        parts[key] = parts.get(key, 0) + s.quantity
+    batch.parts = billing.add_parts(parts, measure_by_hour(measures))
+    batch.max_period = max(
+        [m.period_end - m.period_start for m in measures] + ([HOUR] if sums else [0])
+    )
+    return batch
+
+
+def _missing(present: Sequence[int], lo: int, hi: int, seen: datetime) -> list[Gap]:
+    """The id ranges of [lo, hi] that are not in `present`."""
+    gaps: list[Gap] = []
+    expected = lo
+    for found in sorted(present):
+        if found > expected:
+            gaps.append(Gap(expected, found - 1, seen))
+        expected = found + 1
+    if expected <= hi:
+        gaps.append(Gap(expected, hi, seen))
+    return gaps
+
+
+def _histories(
+    conn: Connection, keys: Sequence[ResourceKey]
+) -> tuple[dict[ResourceKey, list[ResourceEvent]], dict[int, str]]:
+    """Each resource's valid events, and the producers' event ids by row id."""
+    histories: dict[ResourceKey, list[ResourceEvent]] = {}
+    names: dict[int, str] = {}
+    for key, rows in store_events.resource_history(conn, keys).items():
+        valid: list[ResourceEvent] = []
+        for row in rows:
+            checked = validate(row)
+            if isinstance(checked, ResourceEvent):
+                valid.append(checked)
+                names[checked.id] = row.event_id
+        histories[key] = valid
+    return histories, names
+
+
+def _extreme(pick: Callable[[list[int]], int], times: list[int], old: int | None) -> int:
+    return pick(times if old is None else [*times, old])
+
+
+def _hour_id(ms: int) -> str:
+    return from_ms(ms).strftime("%Y%m%dT%H")
+
+
+def _scheduled_id(h0: int | None, h1: int, mark: Watermark) -> str:
+    start = "start" if h0 is None else _hour_id(h0)
+    return f"s{start}-{_hour_id(h1)}-v{mark.version}"

@@ -1,0 +1,230 @@
+"""Reading usage_events: past the watermark (by primary-key range), one resource's
+history (by index), and measures overlapping a time range (for backfills).
+
+Measures that fall in one hour and are plainly valid are summed by the database
+(GROUP BY over the id range); everything else (resource events, measures spanning
+hours, anything doubtful) is streamed to Python, where the core validates it. The
+two predicates are exact complements, NULL-safe, so every row lands in one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Integer,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import UserDefinedType
+
+from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, RawEvent, ResourceKey
+from metering.store.schema import usage_events as ev
+from metering.timeutil import to_ms
+
+STREAM_BATCH = 5000
+
+
+class _Raw(UserDefinedType[Any]):
+    """Hands the driver's value through untouched (datetime on MySQL, text on SQLite)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "RAW"
+
+
+def parse_raw_time(value: Any) -> int | None:
+    """Epoch ms of a stored time, or None when absent or unreadable (rejected later)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return to_ms(value)
+    try:
+        return to_ms(datetime.fromisoformat(str(value).strip()))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
+    if conn.dialect.name == "sqlite":
+        return cast(func.strftime("%s", column), Integer) / 3600
+    return func.timestampdiff(literal_column("HOUR"), literal("1970-01-01 00:00:00"), column)
+
+
+def _not_empty(column: Any, limit: int) -> ColumnElement[bool]:
+    return and_(column != "", func.char_length(column) <= limit)
+
+
+def simple_measure(conn: Connection) -> ColumnElement[Any]:
+    """1 for a measure the database may sum as is (valid, one hour), else 0. NULL-safe."""
+    valid = and_(
+        ev.c.kind == "quantity",
+        ev.c.action == "measure",
+        _not_empty(ev.c.account, MAX_TEXT["account"]),
+        _not_empty(ev.c.entity, MAX_TEXT["entity"]),
+        _not_empty(ev.c.resource_id, MAX_TEXT["resource_id"]),
+        func.char_length(ev.c.event_id) <= MAX_TEXT["event_id"],
+        func.char_length(func.coalesce(ev.c.unit, "")) <= MAX_TEXT["unit"],
+        ev.c.quantity.is_not(None),
+        ev.c.quantity >= 0,
+        ev.c.quantity <= MAX_QUANTITY,
+        ev.c.period_start.is_not(None),
+        ev.c.period_end.is_not(None),
+        _epoch_hour(conn, ev.c.period_start) >= 0,
+        _epoch_hour(conn, ev.c.period_start) == _epoch_hour(conn, ev.c.period_end),
+        ev.c.period_end >= ev.c.period_start,
+    )
+    if conn.dialect.name == "sqlite":
+        # Text times: only the canonical form compares correctly as text.
+        valid = and_(
+            valid,
+            func.length(ev.c.period_start) == 23,
+            func.length(ev.c.period_end) == 23,
+            func.substr(ev.c.period_start, 11, 1) == " ",
+            func.substr(ev.c.period_end, 11, 1) == " ",
+        )
+    return case((valid, 1), else_=0)
+
+
+@dataclass(frozen=True, slots=True)
+class HourSum:
+    account: str
+    entity: str
+    resource_id: str
+    unit: str
+    hour: int  # ms
+    quantity: int
+    count: int
+
+
+def max_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(ev.c.id), 0))).scalar_one())
+
+
+def sum_simple_measures(conn: Connection, lo: int, hi: int) -> list[HourSum]:
+    """Per (account, entity, resource_id, unit, hour): SUM and COUNT of simple measures."""
+    unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("unit")
+    hour = _epoch_hour(conn, ev.c.period_start).label("hour")
+    query = (
+        select(
+            ev.c.account,
+            ev.c.entity,
+            ev.c.resource_id,
+            unit,
+            hour,
+            func.sum(ev.c.quantity),
+            func.count(),
+        )
+        .where(ev.c.id.between(lo, hi), simple_measure(conn) == 1)
+        .group_by(ev.c.account, ev.c.entity, ev.c.resource_id, unit, hour)
+    )
+    return [
+        HourSum(row[0], row[1], row[2], row[3], int(row[4]) * HOUR, int(row[5]), int(row[6]))
+        for row in conn.execute(query)
+    ]
+
+
+_RAW_COLUMNS = (
+    ev.c.id,
+    ev.c.event_id,
+    ev.c.kind,
+    ev.c.entity,
+    ev.c.action,
+    ev.c.account,
+    ev.c.resource_id,
+    ev.c.offering,
+    type_coerce(ev.c.occurred_at, _Raw()),
+    ev.c.quantity,
+    ev.c.unit,
+    type_coerce(ev.c.period_start, _Raw()),
+    type_coerce(ev.c.period_end, _Raw()),
+)
+
+
+def _raw(row: Sequence[Any]) -> RawEvent:
+    return RawEvent(
+        id=int(row[0]),
+        event_id=row[1],
+        kind=row[2],
+        entity=row[3],
+        action=row[4],
+        account=row[5],
+        resource_id=row[6],
+        offering=row[7],
+        occurred_at=parse_raw_time(row[8]),
+        quantity=None if row[9] is None else int(row[9]),
+        unit=row[10],
+        period_start=parse_raw_time(row[11]),
+        period_end=parse_raw_time(row[12]),
+    )
+
+
+def _stream(conn: Connection, query: Any) -> Iterator[RawEvent]:
+    result = conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
+    try:
+        for row in result:
+            yield _raw(row)
+    finally:
+        result.close()
+
+
+def other_events(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
+    """Every row of the id range that sum_simple_measures does not cover, streamed."""
+    query = (
+        select(*_RAW_COLUMNS)
+        .where(ev.c.id.between(lo, hi), simple_measure(conn) == 0)
+        .order_by(ev.c.id)
+    )
+    return _stream(conn, query)
+
+
+def ids_between(conn: Connection, lo: int, hi: int) -> list[int]:
+    return [int(i) for i in conn.execute(select(ev.c.id).where(ev.c.id.between(lo, hi)))]
+
+
+def resource_history(
+    conn: Connection, keys: Sequence[ResourceKey]
+) -> dict[ResourceKey, list[RawEvent]]:
+    """All resource events of these resources, through the (account, entity, resource_id) index."""
+    found: dict[ResourceKey, list[RawEvent]] = {key: [] for key in keys}
+    for start in range(0, len(keys), 200):
+        batch = keys[start : start + 200]
+        match = or_(
+            *(and_(ev.c.account == a, ev.c.entity == e, ev.c.resource_id == r) for a, e, r in batch)
+        )
+        query = select(*_RAW_COLUMNS).where(match, ev.c.kind == "resource")
+        for row in conn.execute(query):
+            raw = _raw(row)
+            found[(raw.account, raw.entity, raw.resource_id)].append(raw)
+    return found
+
+
+def measures_overlapping(
+    conn: Connection, start: datetime, end: datetime, earliest_start: datetime, last_id: int
+) -> Iterator[RawEvent]:
+    """Quantity rows already read by scheduled runs (id <= last_id) whose period may
+    overlap [start, end); period_start >= earliest_start bounds the index scan."""
+    query = (
+        select(*_RAW_COLUMNS)
+        .where(
+            ev.c.kind == "quantity",
+            ev.c.id <= last_id,
+            ev.c.period_start >= earliest_start,
+            ev.c.period_start < end,
+        )
+        .order_by(ev.c.id)
+    )
+    return _stream(conn, query)

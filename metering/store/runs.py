@@ -1,0 +1,69 @@
+"""Run records and the rejected/anomalous events each run recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+
+from metering.store.schema import rejected_events, runs
+
+REJECTED = "rejected"
+ANOMALY = "anomaly"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    kind: str
+    status: str
+    clock: datetime
+    started_at: datetime
+    finished_at: datetime | None
+    hours_from: datetime | None
+    hours_to: datetime | None
+    first_event_id: int | None
+    last_event_id: int | None
+    events_read: int
+    lines_written: int
+    corrections: int
+    rejected: int
+    anomalies: int
+    duration_ms: int | None
+    host: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    event_row_id: int
+    event_id: str
+    category: str  # REJECTED or ANOMALY
+    reason: str
+
+
+def insert_run(conn: Connection, record: RunRecord) -> None:
+    conn.execute(insert(runs).values(**asdict(record)))
+
+
+def insert_findings(
+    conn: Connection, run_id: str, at: datetime, findings: Iterable[Finding]
+) -> int:
+    rows = [
+        {
+            "run_id": run_id,
+            "event_row_id": f.event_row_id,
+            "event_id": f.event_id[:64],
+            "category": f.category,
+            "reason": f.reason[:255],
+            "recorded_at": at,
+            "reviewed": False,
+        }
+        for f in findings
+    ]
+    for start in range(0, len(rows), 5000):
+        conn.execute(insert(rejected_events), rows[start : start + 5000])
+    return len(rows)

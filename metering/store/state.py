@@ -1,0 +1,193 @@
+"""The state carried between runs: watermark (with its compare-and-set), id gaps, and
+each resource's state at billed_until."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from metering.core.events import ResourceKey
+from metering.core.spans import ResourceState
+from metering.errors import ConcurrentRun
+from metering.store.schema import event_gaps, metering_state, resource_state
+from metering.timeutil import from_ms, to_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    version: int
+    last_event_id: int
+    billed_until: int | None  # ms; hours before it are billed
+    max_measure_period_ms: int
+    last_run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    id_from: int
+    id_to: int
+    first_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    key: ResourceKey
+    state: ResourceState
+    pending_from: int | None
+    last_event_at: int | None
+    last_seen_at: int | None
+
+
+def read_watermark(conn: Connection) -> Watermark:
+    row = conn.execute(select(metering_state).where(metering_state.c.id == 1)).one()
+    return Watermark(
+        version=int(row.version),
+        last_event_id=int(row.last_event_id),
+        billed_until=None if row.billed_until is None else to_ms(row.billed_until),
+        max_measure_period_ms=int(row.max_measure_period_ms),
+        last_run_id=row.last_run_id,
+    )
+
+
+def advance_watermark(
+    conn: Connection,
+    seen: Watermark,
+    *,
+    last_event_id: int,
+    billed_until: int | None,
+    max_measure_period_ms: int,
+    run_id: str,
+    at: datetime,
+) -> None:
+    """The commit fence: succeeds only if nobody moved the state since `seen` was read."""
+    result = conn.execute(
+        update(metering_state)
+        .where(metering_state.c.id == 1, metering_state.c.version == seen.version)
+        .values(
+            version=seen.version + 1,
+            last_event_id=last_event_id,
+            billed_until=None if billed_until is None else from_ms(billed_until),
+            max_measure_period_ms=max_measure_period_ms,
+            last_run_id=run_id,
+            updated_at=at,
+        )
+    )
+    if result.rowcount != 1:
+        raise ConcurrentRun("another run committed first (watermark moved); nothing written")
+
+
+def read_gaps(conn: Connection) -> list[Gap]:
+    rows = conn.execute(select(event_gaps).order_by(event_gaps.c.id_from))
+    return [Gap(int(r.id_from), int(r.id_to), r.first_seen_at) for r in rows]
+
+
+def replace_gaps(conn: Connection, gaps: Sequence[Gap]) -> None:
+    conn.execute(delete(event_gaps))
+    if gaps:
+        conn.execute(
+            insert(event_gaps),
+            [
+                {"id_from": g.id_from, "id_to": g.id_to, "first_seen_at": g.first_seen_at}
+                for g in gaps
+            ],
+        )
+
+
+def _key_match(keys: Sequence[ResourceKey]) -> ColumnElement[bool]:
+    return or_(
+        *(
+            and_(
+                resource_state.c.account == a,
+                resource_state.c.entity == e,
+                resource_state.c.resource_id == r,
+            )
+            for a, e, r in keys
+        )
+    )
+
+
+def _stored(r: Row[Any]) -> StoredResource:
+    return StoredResource(
+        key=(r.account, r.entity, r.resource_id),
+        state=ResourceState(
+            running=bool(r.running),
+            offering=r.offering,
+            since=None if r.since is None else to_ms(r.since),
+            destroyed=bool(r.destroyed),
+        ),
+        pending_from=None if r.pending_from is None else to_ms(r.pending_from),
+        last_event_at=None if r.last_event_at is None else to_ms(r.last_event_at),
+        last_seen_at=None if r.last_seen_at is None else to_ms(r.last_seen_at),
+    )
+
+
+def running_resources(conn: Connection) -> list[StoredResource]:
+    rows = conn.execute(select(resource_state).where(resource_state.c.running.is_(True)))
+    return [_stored(r) for r in rows]
+
+
+def pending_resources(conn: Connection, before: int) -> list[ResourceKey]:
+    """Resources with a known event at or after billed_until that is now before `before`."""
+    rows = conn.execute(
+        select(
+            resource_state.c.account, resource_state.c.entity, resource_state.c.resource_id
+        ).where(resource_state.c.pending_from < from_ms(before))
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def resources(conn: Connection, keys: Sequence[ResourceKey]) -> dict[ResourceKey, StoredResource]:
+    found: dict[ResourceKey, StoredResource] = {}
+    for start in range(0, len(keys), 200):
+        batch = keys[start : start + 200]
+        for row in conn.execute(select(resource_state).where(_key_match(batch))):
+            stored = _stored(row)
+            found[stored.key] = stored
+    return found
+
+
+def resources_active_since(conn: Connection, since: int) -> list[ResourceKey]:
+    """Resources that may have run at or after `since`: running now, or with a later event."""
+    rows = conn.execute(
+        select(
+            resource_state.c.account, resource_state.c.entity, resource_state.c.resource_id
+        ).where(
+            or_(
+                resource_state.c.running.is_(True),
+                resource_state.c.last_event_at >= from_ms(since),
+                resource_state.c.pending_from.is_not(None),
+            )
+        )
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def save_resources(conn: Connection, stored: Iterable[StoredResource]) -> None:
+    items = list(stored)
+    for start in range(0, len(items), 200):
+        batch = items[start : start + 200]
+        conn.execute(delete(resource_state).where(_key_match([s.key for s in batch])))
+        conn.execute(
+            insert(resource_state),
+            [
+                {
+                    "account": s.key[0],
+                    "entity": s.key[1],
+                    "resource_id": s.key[2],
+                    "running": s.state.running,
+                    "offering": s.state.offering,
+                    "since": None if s.state.since is None else from_ms(s.state.since),
+                    "destroyed": s.state.destroyed,
+                    "pending_from": None if s.pending_from is None else from_ms(s.pending_from),
+                    "last_event_at": None if s.last_event_at is None else from_ms(s.last_event_at),
+                    "last_seen_at": None if s.last_seen_at is None else from_ms(s.last_seen_at),
+                }
+                for s in batch
+            ],
+        )

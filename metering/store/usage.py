@@ -1,0 +1,205 @@
+"""usage_lines (what was billed) and pending_usage (measured, hour not closed yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy.engine import Connection
+
+from metering.core.events import QuantityKey, ResourceKey
+from metering.store.schema import pending_usage, usage_lines
+from metering.store.types import to_decimal
+from metering.timeutil import from_ms, to_ms
+
+RUNNING = "running"
+MEASURE = "measure"
+SECOND = "second"
+_MS = Decimal(1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    account: str
+    entity: str
+    resource_id: str
+    offering: str
+    unit: str
+    hour: int  # ms
+    quantity: Decimal
+    source: str
+
+
+def running_line(key: ResourceKey, offering: str, hour: int, ms: int) -> Line:
+    return Line(key[0], key[1], key[2], offering, SECOND, hour, Decimal(ms) / _MS, RUNNING)
+
+
+def measure_line(key: QuantityKey, hour: int, amount: int) -> Line:
+    return Line(key[0], key[1], key[2], "", key[3], hour, Decimal(amount), MEASURE)
+
+
+def insert_lines(conn: Connection, run_id: str, lines: Iterable[Line]) -> int:
+    rows = [
+        {
+            "run_id": run_id,
+            "account": line.account,
+            "entity": line.entity,
+            "resource_id": line.resource_id,
+            "offering": line.offering,
+            "unit": line.unit,
+            "period_start": from_ms(line.hour),
+            "quantity": line.quantity,
+            "source": line.source,
+        }
+        for line in lines
+    ]
+    for start in range(0, len(rows), 5000):
+        conn.execute(insert(usage_lines), rows[start : start + 5000])
+    return len(rows)
+
+
+def billed_running(
+    conn: Connection, keys: Sequence[ResourceKey], start: int, end: int
+) -> dict[ResourceKey, dict[tuple[str, int], int]]:
+    """Milliseconds already billed per resource, per (offering, hour) in [start, end)."""
+    billed: dict[ResourceKey, dict[tuple[str, int], int]] = {key: {} for key in keys}
+    if start >= end:
+        return billed
+    total = func.sum(usage_lines.c.quantity)
+    for first in range(0, len(keys), 200):
+        batch = keys[first : first + 200]
+        match = or_(
+            *(
+                and_(
+                    usage_lines.c.account == a,
+                    usage_lines.c.entity == e,
+                    usage_lines.c.resource_id == r,
+                )
+                for a, e, r in batch
+            )
+        )
+        query = (
+            select(
+                usage_lines.c.account,
+                usage_lines.c.entity,
+                usage_lines.c.resource_id,
+                usage_lines.c.offering,
+                usage_lines.c.period_start,
+                total,
+            )
+            .where(
+                match,
+                usage_lines.c.source == RUNNING,
+                usage_lines.c.period_start >= from_ms(start),
+                usage_lines.c.period_start < from_ms(end),
+            )
+            .group_by(
+                usage_lines.c.account,
+                usage_lines.c.entity,
+                usage_lines.c.resource_id,
+                usage_lines.c.offering,
+                usage_lines.c.period_start,
+            )
+        )
+        for a, e, r, offering, hour, amount in conn.execute(query):
+            ms = int(to_decimal(amount) * _MS)
+            if ms:
+                billed[(a, e, r)][(offering, to_ms(hour))] = ms
+    return billed
+
+
+def billed_measures(conn: Connection, start: int, end: int) -> dict[tuple[QuantityKey, int], int]:
+    """Units already billed per (account, entity, resource_id, unit) and hour in [start, end)."""
+    query = (
+        select(
+            usage_lines.c.account,
+            usage_lines.c.entity,
+            usage_lines.c.resource_id,
+            usage_lines.c.unit,
+            usage_lines.c.period_start,
+            func.sum(usage_lines.c.quantity),
+        )
+        .where(
+            usage_lines.c.source == MEASURE,
+            usage_lines.c.period_start >= from_ms(start),
+            usage_lines.c.period_start < from_ms(end),
+        )
+        .group_by(
+            usage_lines.c.account,
+            usage_lines.c.entity,
+            usage_lines.c.resource_id,
+            usage_lines.c.unit,
+            usage_lines.c.period_start,
+        )
+    )
+    billed: dict[tuple[QuantityKey, int], int] = {}
+    for a, e, r, unit, hour, amount in conn.execute(query):
+        value = int(to_decimal(amount))
+        if value:
+            billed[((a, e, r, unit), to_ms(hour))] = value
+    return billed
+
+
+def take_pending(conn: Connection, before: int) -> dict[tuple[QuantityKey, int], int]:
+    """Remove and return the pending measure parts of hours before `before`."""
+    cutoff = from_ms(before)
+    query = (
+        select(
+            pending_usage.c.account,
+            pending_usage.c.entity,
+            pending_usage.c.resource_id,
+            pending_usage.c.unit,
+            pending_usage.c.hour,
+            func.sum(pending_usage.c.quantity),
+        )
+        .where(pending_usage.c.hour < cutoff)
+        .group_by(
+            pending_usage.c.account,
+            pending_usage.c.entity,
+            pending_usage.c.resource_id,
+            pending_usage.c.unit,
+            pending_usage.c.hour,
+        )
+    )
+    parts = {((a, e, r, u), to_ms(h)): int(q) for a, e, r, u, h, q in conn.execute(query)}
+    if parts:
+        conn.execute(delete(pending_usage).where(pending_usage.c.hour < cutoff))
+    return parts
+
+
+def add_pending(conn: Connection, parts: dict[tuple[QuantityKey, int], int]) -> None:
+    rows = [
+        {
+            "account": key[0],
+            "entity": key[1],
+            "resource_id": key[2],
+            "unit": key[3],
+            "hour": from_ms(hour),
+            "quantity": amount,
+        }
+        for (key, hour), amount in parts.items()
+        if amount
+    ]
+    for start in range(0, len(rows), 5000):
+        conn.execute(insert(pending_usage), rows[start : start + 5000])
+
+
+def lines_of_runs(conn: Connection, run_ids: Sequence[str]) -> list[Line]:
+    if not run_ids:
+        return []
+    query = select(usage_lines).where(usage_lines.c.run_id.in_(run_ids)).order_by(usage_lines.c.id)
+    return [
+        Line(
+            r.account,
+            r.entity,
+            r.resource_id,
+            r.offering,
+            r.unit,
+            to_ms(r.period_start),
+            r.quantity,
+            r.source,
+        )
+        for r in conn.execute(query)
+    ]
