@@ -489,12 +489,9 @@ def _read_new(
     measures: list[Measure] = []
     kept: list[Gap] = []
     for lo, hi, seen in ranges:
-        found = 0
-        for hour_sum in store_events.sum_simple_measures(conn, lo, hi):
-            sums.append(hour_sum)
-            found += hour_sum.count
-        for raw in store_events.other_events(conn, lo, hi):
-            found += 1
+        scan = store_events.scan_range(conn, lo, hi)
+        sums.extend(scan.sums)
+        for raw in store_events.events_by_id(conn, scan.other_ids):
             checked = validate(raw)
             if isinstance(checked, Rejection):
                 batch.rejections.append(
@@ -505,8 +502,8 @@ def _read_new(
                 batch.new_ids.add(checked.id)
             else:
                 measures.append(checked)
-        batch.read += found
-        if found < hi - lo + 1:
+        batch.read += scan.rows
+        if scan.rows < hi - lo + 1:
             kept.extend(_missing(store_events.ids_between(conn, lo, hi), lo, hi, seen))
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]

@@ -6,9 +6,11 @@ Passwords belong in the environment or the config file: `ps` shows arguments.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,11 +45,14 @@ def default_config_path() -> Path:
     return Path(base) / "metering" / "config.toml"
 
 
-def default_lock_file() -> Path:
+def default_lock_file(database_url: str) -> Path:
+    """One lock file per database: runs against different databases never contend."""
+    digest = hashlib.sha256(mask_url(database_url).encode()).hexdigest()[:12]
+    name = f"metering-{digest}.lock"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "metering.lock"
-    return Path("/tmp") / f"metering-{os.getuid()}.lock"
+        return Path(runtime) / name
+    return Path(tempfile.gettempdir()) / f"metering-{os.getuid()}-{digest}.lock"
 
 
 def parse_duration(text: str | int) -> timedelta:
@@ -151,7 +156,7 @@ def build_settings(
     lock = lock_file or env.get(ENV_LOCK_FILE) or file_values.get("lock_file")
     return Settings(
         database_url=url,
-        lock_file=Path(lock) if lock else default_lock_file(),
+        lock_file=Path(lock) if lock else default_lock_file(url),
         grace=parse_duration(grace or file_values.get("grace", "30m")),
         settle_lag=parse_duration(settle_lag or file_values.get("settle_lag", "10m")),
         database_lock=database_lock and bool(file_values.get("database_lock", True)),

@@ -58,9 +58,17 @@ def parse_raw_time(value: Any) -> int | None:
         return None
 
 
-def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
+def _epoch_hour(conn: Connection, column: Any, *, just_before: bool = False) -> ColumnElement[Any]:
+    """Hours since 1970 of `column` (or of the millisecond before it)."""
     if conn.dialect.name == "sqlite":
-        return cast(func.strftime("%s", column), Integer) / 3600
+        shifted = (
+            func.strftime("%s", column, "-0.001 seconds")
+            if just_before
+            else func.strftime("%s", column)
+        )
+        return cast(shifted, Integer) / 3600
+    if just_before:
+        column = func.timestampadd(literal_column("MICROSECOND"), -1000, column)
     return func.timestampdiff(literal_column("HOUR"), literal("1970-01-01 00:00:00"), column)
 
 
@@ -84,8 +92,14 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
         ev.c.period_start.is_not(None),
         ev.c.period_end.is_not(None),
         _epoch_hour(conn, ev.c.period_start) >= 0,
-        _epoch_hour(conn, ev.c.period_start) == _epoch_hour(conn, ev.c.period_end),
-        ev.c.period_end >= ev.c.period_start,
+        or_(
+            ev.c.period_end == ev.c.period_start,
+            and_(
+                ev.c.period_end > ev.c.period_start,
+                _epoch_hour(conn, ev.c.period_start)
+                == _epoch_hour(conn, ev.c.period_end, just_before=True),
+            ),
+        ),
     )
     if conn.dialect.name == "sqlite":
         # Text times: only the canonical form compares correctly as text.
@@ -110,16 +124,33 @@ class HourSum:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class RangeScan:
+    """One pass over an id range: sums of simple measures, ids of every other row."""
+
+    sums: list[HourSum]
+    other_ids: list[int]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.count for s in self.sums) + len(self.other_ids)
+
+
 def max_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(ev.c.id), 0))).scalar_one())
 
 
-def sum_simple_measures(conn: Connection, lo: int, hi: int) -> list[HourSum]:
-    """Per (account, entity, resource_id, unit, hour): SUM and COUNT of simple measures."""
+def scan_range(conn: Connection, lo: int, hi: int) -> RangeScan:
+    """Read [lo, hi] once: the database sums simple measures per (account, entity,
+    resource_id, unit, hour); every other row comes back alone, as its id, so a
+    window costs one primary-key range scan whatever its mix."""
+    simple = simple_measure(conn)
+    single = case((simple == 1, 0), else_=ev.c.id).label("single")
     unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("unit")
-    hour = _epoch_hour(conn, ev.c.period_start).label("hour")
+    hour = case((simple == 1, _epoch_hour(conn, ev.c.period_start)), else_=0).label("hour")
     query = (
         select(
+            single,
             ev.c.account,
             ev.c.entity,
             ev.c.resource_id,
@@ -128,13 +159,22 @@ def sum_simple_measures(conn: Connection, lo: int, hi: int) -> list[HourSum]:
             func.sum(ev.c.quantity),
             func.count(),
         )
-        .where(ev.c.id.between(lo, hi), simple_measure(conn) == 1)
-        .group_by(ev.c.account, ev.c.entity, ev.c.resource_id, unit, hour)
+        .where(ev.c.id.between(lo, hi))
+        .group_by(single, ev.c.account, ev.c.entity, ev.c.resource_id, unit, hour)
     )
-    return [
-        HourSum(row[0], row[1], row[2], row[3], int(row[4]) * HOUR, int(row[5]), int(row[6]))
-        for row in conn.execute(query)
-    ]
+    sums: list[HourSum] = []
+    others: list[int] = []
+    for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
+        if row[0]:
+            others.append(int(row[0]))
+        else:
+            sums.append(
+                HourSum(
+                    row[1], row[2], row[3], row[4], int(row[5]) * HOUR, int(row[6]), int(row[7])
+                )
+            )
+    others.sort()
+    return RangeScan(sums, others)
 
 
 _RAW_COLUMNS = (
@@ -173,7 +213,9 @@ def _raw(row: Sequence[Any]) -> RawEvent:
 
 
 def _stream(conn: Connection, query: Any) -> Iterator[RawEvent]:
-    result = conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(query)
+    # Per statement: Connection.execution_options would switch the whole connection
+    # to unbuffered cursors.
+    result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
     try:
         for row in result:
             yield _raw(row)
@@ -181,14 +223,13 @@ def _stream(conn: Connection, query: Any) -> Iterator[RawEvent]:
         result.close()
 
 
-def other_events(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
-    """Every row of the id range that sum_simple_measures does not cover, streamed."""
-    query = (
-        select(*_RAW_COLUMNS)
-        .where(ev.c.id.between(lo, hi), simple_measure(conn) == 0)
-        .order_by(ev.c.id)
-    )
-    return _stream(conn, query)
+def events_by_id(conn: Connection, ids: Sequence[int]) -> Iterator[RawEvent]:
+    """Whole rows by primary key, in id order."""
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        query = select(*_RAW_COLUMNS).where(ev.c.id.in_(chunk)).order_by(ev.c.id)
+        for row in conn.execute(query):
+            yield _raw(row)
 
 
 def ids_between(conn: Connection, lo: int, hi: int) -> list[int]:
