@@ -317,14 +317,34 @@ class _Job:
             )
         if not keys:
             return touched, saved
-        histories, names = _histories(conn, keys)
-        starts = {
-            key: billing.rebill_start(histories[key], batch.resources.get(key, []), h0)
+        # A resource whose new events all fall after billed_until continues from its
+        # stored state; a late event (before billed_until) re-derives its whole history.
+        late = [
+            key
             for key in keys
-        }
-        billed = store_usage.billed_running(conn, keys, min(starts.values()), h1)
+            if h0 is None
+            or key not in before
+            or min((e.occurred_at for e in batch.resources.get(key, [])), default=h0) < h0
+        ]
+        late_set = set(late)
+        recent = [key for key in keys if key not in late_set]
+        histories, names = _histories(conn, late)
+        if h0 is not None and recent:
+            recent_events, recent_names = _histories(conn, recent, since=h0)
+            histories.update(recent_events)
+            names.update(recent_names)
+        starts: dict[ResourceKey, int] = {}
         for key in keys:
-            start = starts[key]
+            if key in late_set and histories[key]:
+                starts[key] = billing.rebill_start(
+                    histories[key], batch.resources.get(key, []), h0
+                )
+            elif key not in late_set and h0 is not None:
+                starts[key] = h0
+        first = min(starts.values(), default=h1)
+        billed = store_usage.billed_running(conn, list(starts), first, h1)
+        for key, start in starts.items():
+            old = before.get(key)
             rebilled = billing.rebill_resource(
                 histories[key],
                 start=start,
@@ -332,6 +352,7 @@ class _Job:
                 billed={k: v for k, v in billed[key].items() if k[1] >= start},
                 new_ids=batch.new_ids,
                 billed_until=h0,
+                state=old.state if key not in late_set and old else ResourceState(),
             )
             for (offering, hour), ms in sorted(
                 rebilled.amounts.items(), key=lambda i: (i[0][1], i[0][0])
@@ -340,13 +361,15 @@ class _Job:
             findings.extend(
                 Finding(a.id, names.get(a.id, ""), ANOMALY, a.reason) for a in rebilled.anomalies
             )
-            old = before.get(key)
+            last_event_at = rebilled.replay.last_event_at
+            if key not in late_set and old and old.last_event_at is not None:
+                last_event_at = max(old.last_event_at, last_event_at or old.last_event_at)
             saved.append(
                 StoredResource(
                     key=key,
                     state=rebilled.replay.state,
                     pending_from=rebilled.replay.pending_from,
-                    last_event_at=rebilled.replay.last_event_at,
+                    last_event_at=last_event_at,
                     last_seen_at=old.last_seen_at if old else None,
                 )
             )
@@ -532,12 +555,13 @@ def _missing(present: Sequence[int], lo: int, hi: int, seen: datetime) -> list[G
 
 
 def _histories(
-    conn: Connection, keys: Sequence[ResourceKey]
+    conn: Connection, keys: Sequence[ResourceKey], since: int | None = None
 ) -> tuple[dict[ResourceKey, list[ResourceEvent]], dict[int, str]]:
-    """Each resource's valid events, and the producers' event ids by row id."""
+    """Each resource's valid events (all, or from `since`), and event ids by row id."""
     histories: dict[ResourceKey, list[ResourceEvent]] = {}
     names: dict[int, str] = {}
-    for key, rows in store_events.resource_history(conn, keys).items():
+    after = None if since is None else from_ms(since)
+    for key, rows in store_events.resource_history(conn, keys, after).items():
         valid: list[ResourceEvent] = []
         for row in rows:
             checked = validate(row)

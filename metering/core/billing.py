@@ -45,13 +45,15 @@ def rebill_resource(
     billed: Mapping[HourKey, int],
     new_ids: Set[int],
     billed_until: int | None,
+    state: ResourceState | None = None,
 ) -> Rebilled:
-    """Truth from the resource's whole history over [start, until), minus `billed`.
+    """Truth over [start, until), minus `billed`: from the resource's whole history, or
+    from its `state` at billed_until and the events from then on.
 
     An anomaly is recorded once: by the run that first reads its event, or by the
     run that first applies it (an event read while its hour was still open).
     """
-    result = replay(events, until)
+    result = replay(events, until, state or ResourceState())
     truth = running_by_hour(result.spans, start, until)
     occurred = {e.id: e.occurred_at for e in events}
     to_record = tuple(

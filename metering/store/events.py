@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
-from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, RawEvent, ResourceKey
+from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, MIN_TIME, RawEvent, ResourceKey
 from metering.store.schema import usage_events as ev
 from metering.timeutil import to_ms
 
@@ -91,7 +91,7 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
         ev.c.quantity <= MAX_QUANTITY,
         ev.c.period_start.is_not(None),
         ev.c.period_end.is_not(None),
-        _epoch_hour(conn, ev.c.period_start) >= 0,
+        _epoch_hour(conn, ev.c.period_start) >= MIN_TIME // HOUR,
         or_(
             ev.c.period_end == ev.c.period_start,
             and_(
@@ -237,16 +237,22 @@ def ids_between(conn: Connection, lo: int, hi: int) -> list[int]:
 
 
 def resource_history(
-    conn: Connection, keys: Sequence[ResourceKey]
+    conn: Connection, keys: Sequence[ResourceKey], since: datetime | None = None
 ) -> dict[ResourceKey, list[RawEvent]]:
-    """All resource events of these resources, through the (account, entity, resource_id) index."""
+    """Resource events of these resources (all, or those at or after `since`), through
+    the (account, entity, resource_id, occurred_at) index."""
     found: dict[ResourceKey, list[RawEvent]] = {key: [] for key in keys}
     for start in range(0, len(keys), 200):
         batch = keys[start : start + 200]
         match = or_(
-            *(and_(ev.c.account == a, ev.c.entity == e, ev.c.resource_id == r) for a, e, r in batch)
+            *(
+                and_(ev.c.account == a, ev.c.entity == e, ev.c.resource_id == r)
+                for a, e, r in batch
+            )
         )
         query = select(*_RAW_COLUMNS).where(match, ev.c.kind == "resource")
+        if since is not None:
+            query = query.where(ev.c.occurred_at >= since)
         for row in conn.execute(query):
             raw = _raw(row)
             found[(raw.account, raw.entity, raw.resource_id)].append(raw)
