@@ -565,7 +565,11 @@ def _histories(
         valid: list[ResourceEvent] = []
         for row in rows:
             checked = validate(row)
-            if isinstance(checked, ResourceEvent):
+            # Re-checked here: SQLite compares times as text, and rows written by other
+            # tools may not use metering's canonical text form.
+            if isinstance(checked, ResourceEvent) and (
+                since is None or checked.occurred_at >= since
+            ):
                 valid.append(checked)
                 names[checked.id] = row.event_id
         histories[key] = valid
