@@ -27,7 +27,7 @@ from metering import logs
 from metering.core import billing
 from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
 from metering.core.slicing import hour_of, measure_by_hour
-from metering.core.spans import ResourceState
+from metering.core.spans import ResourceState, replay
 from metering.db import write_lock
 from metering.errors import ConcurrentRun, LockHeld, UsageError
 from metering.lock import run_lock
@@ -102,8 +102,13 @@ def execute(
     use_database_lock: bool = True,
     wall_clock: Callable[[], datetime] = utc_now,
     pause: Callable[[str], None] = lambda _where: None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RunOutcome:
-    """Run (or dry-run) the hourly job. `pause` is a test hook called between phases."""
+    """Run (or dry-run) the hourly job. `pause` is a test hook called between phases.
+
+    `progress(hours done, hours total)`, if given, is called after each chunk that
+    billed a known span of hours (the first run ever bills all history in one chunk).
+    """
     until = horizon_of(request.now, request.grace)
     if request.until is not None:
         asked = hour_of(to_ms(request.until))
@@ -116,7 +121,7 @@ def execute(
     since = None if request.since is None else hour_of(to_ms(request.since))
     if since is not None and since >= until:
         raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
-    job = _Job(request, until, since, wall_clock, pause)
+    job = _Job(request, until, since, wall_clock, pause, progress)
     if request.dry_run:
         with engine.connect() as conn, _translate_errors():
             outer = conn.begin()
@@ -160,12 +165,15 @@ class _Job:
         since: int | None,
         wall_clock: Callable[[], datetime],
         pause: Callable[[str], None],
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.request = request
         self.until = until
         self.since = since
         self.wall_clock = wall_clock
         self.pause = pause
+        self.progress = progress
+        self.hours_done = 0
         self.host = socket.gethostname()
         self.outcome = RunOutcome()
 
@@ -199,6 +207,16 @@ class _Job:
             anomalies=result.anomalies,
             duration_ms=result.duration_ms,
         )
+        self._report_progress(result)
+
+    def _report_progress(self, result: ChunkResult) -> None:
+        if self.progress is None or result.hours_from is None or result.hours_to is None:
+            return
+        # A backfill ends where scheduled billing resumes, so what is left is up to `until`.
+        self.hours_done += (result.hours_to - result.hours_from) // HOUR
+        total = self.hours_done + max(0, self.until - result.hours_to) // HOUR
+        if total:
+            self.progress(self.hours_done, total)
 
     # -- one scheduled chunk ------------------------------------------------------
 
@@ -390,11 +408,18 @@ class _Job:
         if since >= end:
             return None
         lines: list[Line] = []
-        keys = sorted(store_state.resources_active_since(conn, since))
+        # Resources known to have run since `since`, and any whose events no scheduled
+        # run ever read (committed after their id gap expired).
+        keys = sorted(
+            set(store_state.resources_active_since(conn, since))
+            | set(store_state.resources_never_read(conn))
+        )
         for first in range(0, len(keys), 500):
             batch = keys[first : first + 500]
             histories, _ = _histories(conn, batch)
             billed = store_usage.billed_running(conn, batch, since, end)
+            before = store_state.resources(conn, batch)
+            saved: list[StoredResource] = []
             for key in batch:
                 amounts = billing.rederive_resource(
                     histories[key], start=since, until=end, billed=billed[key]
@@ -403,6 +428,20 @@ class _Job:
                     amounts.items(), key=lambda i: (i[0][1], i[0][0])
                 ):
                     lines.append(store_usage.running_line(key, offering, hour, ms))
+                # The stored state must agree with the history the backfill billed from,
+                # or the next scheduled run would continue from a stale one.
+                at_watermark = replay(histories[key], mark.billed_until)
+                old = before.get(key)
+                saved.append(
+                    StoredResource(
+                        key=key,
+                        state=at_watermark.state,
+                        pending_from=at_watermark.pending_from,
+                        last_event_at=at_watermark.last_event_at,
+                        last_seen_at=old.last_seen_at if old else None,
+                    )
+                )
+            store_state.save_resources(conn, saved)
         gaps = store_state.read_gaps(conn)
         reach = max(mark.max_measure_period_ms, HOUR)
         read = 0

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.elements import ColumnElement
 
 from metering.core.events import ResourceKey
 from metering.core.spans import ResourceState
 from metering.errors import ConcurrentRun
-from metering.store.schema import event_gaps, metering_state, resource_state
+from metering.store.schema import event_gaps, metering_state, resource_state, usage_events
 from metering.timeutil import from_ms, to_ms
 
 
@@ -164,6 +164,23 @@ def resources_active_since(conn: Connection, since: int) -> list[ResourceKey]:
                 resource_state.c.pending_from.is_not(None),
             )
         )
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def resources_never_read(conn: Connection) -> list[ResourceKey]:
+    """Resources with events in usage_events but no stored state: their events were
+    never read by a scheduled run. Scans resource events; for backfills only."""
+    ev = usage_events.c
+    known = and_(
+        resource_state.c.account == ev.account,
+        resource_state.c.entity == ev.entity,
+        resource_state.c.resource_id == ev.resource_id,
+    )
+    rows = conn.execute(
+        select(ev.account, ev.entity, ev.resource_id)
+        .distinct()
+        .where(ev.kind == "resource", ~exists().where(known))
     )
     return [(r[0], r[1], r[2]) for r in rows]
 
