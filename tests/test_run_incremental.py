@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+
 from support import billed, insert_events, measure, migrated, resource, run, t
 
 H = "2016-12-12T{:02d}:{:02d}:00Z"
