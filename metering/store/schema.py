@@ -168,3 +168,37 @@ rejected_events = Table(
     Index("ix_rejected_events_event", "event_row_id"),
     sqlite_autoincrement=True,
 )
+
+# Written by the platform: the resources running at taken_at, one row each, every
+# row of a snapshot in one transaction (a half-written snapshot would look like
+# stopped resources). `metering reconcile --from-table` reads it.
+inventory_snapshots = Table(
+    "inventory_snapshots",
+    metadata,
+    Column("snapshot_id", String(64), primary_key=True),
+    Column("account", String(64), primary_key=True),
+    Column("entity", String(32), primary_key=True),
+    Column("resource_id", String(64), primary_key=True),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("offering", String(64), nullable=True),
+    Index("ix_inventory_snapshots_taken", "taken_at"),
+)
+
+# One row per snapshot reconcile applied (file or table), for audits and so cron
+# does not apply the same table snapshot every hour.
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("snapshot_id", String(64), primary_key=True),
+    Column("source", String(8), nullable=False),
+    Column("taken_at", UTCDateTime(), nullable=False),
+    Column("policy", String(16), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=False),
+    Column("listed", Integer, nullable=False),
+    Column("starts", Integer, nullable=False),
+    Column("stops", Integer, nullable=False),
+    Column("updates", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("host", String(255), nullable=True),
+    Index("ix_reconciliations_taken", "taken_at"),
+)
