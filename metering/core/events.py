@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from typing import Final
 
 HOUR: Final[int] = 3_600_000
-MIN_TIME: Final[int] = 0
+# 2000-01-01T00:00:00Z. Earlier times are a producer's bug (a missing timestamp
+# sent as 0 is 1970-01-01), never real cloud usage: a start there would bill
+# decades of running time. Hour-aligned, so the SQL side can compare hours.
+MIN_TIME: Final[int] = 946_684_800_000
 # 9999-12-31T23:59:59.999Z, the last instant DATETIME(3) can hold.
 MAX_TIME: Final[int] = 253_402_300_799_999
 # Bounds chosen so that quantity * overlap in split_measure stays far from

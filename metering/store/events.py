@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
+    LargeBinary,
     and_,
     case,
     cast,
@@ -66,7 +67,9 @@ def _epoch_hour(conn: Connection, column: Any, *, just_before: bool = False) -> 
             if just_before
             else func.strftime("%s", column)
         )
-        return cast(shifted, Integer) / 3600
+        # `//`: SQLAlchemy renders `/` as true division, and fractional hours
+        # would make two instants of one hour differ.
+        return cast(shifted, Integer) // 3600
     if just_before:
         column = func.timestampadd(literal_column("MICROSECOND"), -1000, column)
     return func.timestampdiff(literal_column("HOUR"), literal("1970-01-01 00:00:00"), column)
@@ -109,6 +112,12 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
             func.length(ev.c.period_end) == 23,
             func.substr(ev.c.period_start, 11, 1) == " ",
             func.substr(ev.c.period_end, 11, 1) == " ",
+            # SQLite's length() stops at a NUL: such text goes to the core's check.
+            *(
+                func.instr(cast(column, LargeBinary), literal(b"\x00")) == 0
+                for column in (ev.c.event_id, ev.c.account, ev.c.entity, ev.c.resource_id)
+            ),
+            func.instr(cast(func.coalesce(ev.c.unit, ""), LargeBinary), literal(b"\x00")) == 0,
         )
     return case((valid, 1), else_=0)
 

@@ -32,7 +32,7 @@ def reason(r: RawEvent) -> str:
 
 def test_constants() -> None:
     assert HOUR == 3_600_000
-    assert MIN_TIME == 0
+    assert MIN_TIME == 946_684_800_000  # 2000-01-01T00:00:00Z
     end = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
     assert (end - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) == MAX_TIME
     assert MAX_QUANTITY == 10**15
@@ -148,7 +148,7 @@ def test_resource_rejections(overrides: dict[str, object], expected: str) -> Non
             "period_end before period_start",
         ),
         (
-            {"period_start": 0, "period_end": MAX_MEASURE_PERIOD + 1},
+            {"period_start": MIN_TIME, "period_end": MIN_TIME + MAX_MEASURE_PERIOD + 1},
             "period longer than 366 days",
         ),
         ({"unit": "u" * 17}, "unit longer than 16 characters"),
