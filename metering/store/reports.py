@@ -1,0 +1,288 @@
+"""Reading what was billed: usage sums per period and group, runs, rejected events.
+
+Every sum is a SQL GROUP BY; SQLite returns SUMs of DECIMAL columns as floats, so each
+is re-quantized with to_decimal (exact for any realistic total: 3 decimals, < 15 digits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import String, case, func, literal_column, or_, select, type_coerce, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.elements import ColumnElement
+
+from metering.db import is_mysql
+from metering.store.runs import RunRecord
+from metering.store.schema import rejected_events, runs, usage_events, usage_lines
+from metering.store.types import to_decimal
+
+PERIODS = ("hour", "day", "month")
+GROUPS = ("account", "resource", "offering")
+# A resource is (account, entity, resource_id); an offering only means something per entity.
+GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "account": ("account",),
+    "resource": ("account", "entity", "resource_id"),
+    "offering": ("entity", "offering"),
+}
+_SQLITE_PREFIX = {"hour": 13, "day": 10, "month": 7}
+_MYSQL_FORMAT = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d", "month": "%Y-%m"}
+_PARSE_FORMAT = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d", "month": "%Y-%m"}
+_ZERO: ColumnElement[Any] = literal_column("0")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    accounts: Sequence[str] = ()
+    resources: Sequence[str] = ()
+    entities: Sequence[str] = ()
+    offerings: Sequence[str] = ()
+    since: datetime | None = None  # hours starting at or after
+    until: datetime | None = None  # hours starting before
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSum:
+    period: datetime
+    group: tuple[str, ...]
+    unit: str
+    quantity: Decimal
+    lines: int
+    corrections: int  # lines that corrected an hour billed before (see is_correction)
+
+
+@dataclass(frozen=True, slots=True)
+class LineRow:
+    account: str
+    entity: str
+    resource_id: str
+    offering: str
+    unit: str
+    period_start: datetime
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotal:
+    account: str
+    unit: str
+    quantity: Decimal
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRow:
+    id: int
+    run_id: str
+    category: str
+    reason: str
+    recorded_at: datetime
+    reviewed: bool
+    event_row_id: int
+    event_id: str
+    # From usage_events; None when the event row is gone.
+    account: str | None
+    entity: str | None
+    resource_id: str | None
+    action: str | None
+    occurred_at: datetime | None
+
+
+def _period(conn: Connection, by: str) -> ColumnElement[Any]:
+    """The line's hour truncated to `by`, as text 'YYYY-MM-DD HH' / 'YYYY-MM-DD' / 'YYYY-MM'."""
+    column = usage_lines.c.period_start
+    if is_mysql(conn):
+        return func.date_format(column, _MYSQL_FORMAT[by])
+    # Stored as 'YYYY-MM-DD HH:MM:SS.fff'; rows from other writers may use a 'T'.
+    text = func.substr(type_coerce(column, String), 1, _SQLITE_PREFIX[by])
+    return func.replace(text, "T", " ")
+
+
+def is_correction() -> ColumnElement[bool]:
+    """A line that changed an hour billed before: negative, written by a backfill, or
+    written by a scheduled run for an hour before its window (a late event)."""
+    return or_(
+        usage_lines.c.quantity < _ZERO,
+        runs.c.kind == "backfill",
+        usage_lines.c.period_start < runs.c.hours_from,
+    )
+
+
+def _where(filters: UsageFilter) -> list[ColumnElement[bool]]:
+    c = usage_lines.c
+    clauses: list[ColumnElement[bool]] = []
+    for column, values in (
+        (c.account, filters.accounts),
+        (c.resource_id, filters.resources),
+        (c.entity, filters.entities),
+        (c.offering, filters.offerings),
+    ):
+        if values:
+            clauses.append(column.in_(list(values)))
+    if filters.since is not None:
+        clauses.append(c.period_start >= filters.since)
+    if filters.until is not None:
+        clauses.append(c.period_start < filters.until)
+    return clauses
+
+
+def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> list[UsageSum]:
+    """SUM(quantity) per (period, group, unit), ordered by period then group."""
+    period = _period(conn, by).label("period")
+    groups = [usage_lines.c[name] for name in GROUP_COLUMNS[group]]
+    unit = usage_lines.c.unit
+    query = (
+        select(
+            period,
+            *groups,
+            unit,
+            func.sum(usage_lines.c.quantity),
+            func.count(),
+            func.sum(case((is_correction(), 1), else_=0)),
+        )
+        .select_from(usage_lines.outerjoin(runs, runs.c.run_id == usage_lines.c.run_id))
+        .where(*_where(filters))
+        .group_by(period, *groups, unit)
+        .order_by(period, *groups, unit)
+    )
+    width = len(groups)
+    periods: dict[str, datetime] = {}  # strptime is slow and there are few distinct periods
+    result: list[UsageSum] = []
+    for row in conn.execute(query):
+        start = periods.get(row[0])
+        if start is None:
+            start = datetime.strptime(row[0], _PARSE_FORMAT[by]).replace(tzinfo=UTC)
+            periods[row[0]] = start
+        result.append(
+            UsageSum(
+                period=start,
+                group=tuple(str(v) for v in row[1 : 1 + width]),
+                unit=row[1 + width],
+                quantity=to_decimal(row[2 + width]),
+                lines=int(row[3 + width]),
+                corrections=int(row[4 + width] or 0),
+            )
+        )
+    return result
+
+
+def _run(row: Row[Any]) -> RunRecord:
+    return RunRecord(**{name: getattr(row, name) for name in RunRecord.__dataclass_fields__})
+
+
+def list_runs(conn: Connection, limit: int) -> list[RunRecord]:
+    """Newest first; chunks of one invocation share a start time, the later window first."""
+    query = (
+        select(runs)
+        .order_by(runs.c.started_at.desc(), runs.c.hours_to.desc(), runs.c.run_id.desc())
+        .limit(limit)
+    )
+    return [_run(row) for row in conn.execute(query)]
+
+
+def get_run(conn: Connection, run_id: str) -> RunRecord | None:
+    row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
+    return None if row is None else _run(row)
+
+
+def run_totals(conn: Connection, run_id: str) -> list[RunTotal]:
+    c = usage_lines.c
+    query = (
+        select(c.account, c.unit, func.sum(c.quantity), func.count())
+        .where(c.run_id == run_id)
+        .group_by(c.account, c.unit)
+        .order_by(c.account, c.unit)
+    )
+    return [
+        RunTotal(account, unit, to_decimal(total), int(count))
+        for account, unit, total, count in conn.execute(query)
+    ]
+
+
+def run_corrections(conn: Connection, run_id: str, limit: int) -> tuple[list[LineRow], int]:
+    """The run's correction lines (first `limit`, by hour) and how many there are in all."""
+    c = usage_lines.c
+    base = (
+        usage_lines.join(runs, runs.c.run_id == c.run_id),
+        (c.run_id == run_id) & is_correction(),
+    )
+    total = conn.execute(select(func.count()).select_from(base[0]).where(base[1])).scalar_one()
+    query = (
+        select(c.account, c.entity, c.resource_id, c.offering, c.unit, c.period_start, c.quantity)
+        .select_from(base[0])
+        .where(base[1])
+        .order_by(c.period_start, c.account, c.entity, c.resource_id, c.offering, c.unit)
+        .limit(limit)
+    )
+    return [LineRow(*row) for row in conn.execute(query)], int(total)
+
+
+def findings(
+    conn: Connection,
+    *,
+    run_id: str | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+    unreviewed: bool = False,
+    limit: int = 100,
+) -> list[FindingRow]:
+    """Rejected events and anomalies, newest first, with the event's context."""
+    r = rejected_events.c
+    e = usage_events.c
+    query = select(
+        r.id,
+        r.run_id,
+        r.category,
+        r.reason,
+        r.recorded_at,
+        r.reviewed,
+        r.event_row_id,
+        r.event_id,
+        e.account,
+        e.entity,
+        e.resource_id,
+        e.action,
+        e.occurred_at,
+    ).select_from(rejected_events.outerjoin(usage_events, e.id == r.event_row_id))
+    if run_id is not None:
+        query = query.where(r.run_id == run_id)
+    if category is not None:
+        query = query.where(r.category == category)
+    if since is not None:
+        query = query.where(r.recorded_at >= since)
+    if unreviewed:
+        query = query.where(r.reviewed.is_(False))
+    query = query.order_by(r.id.desc()).limit(limit)
+    return [
+        FindingRow(
+            id=int(row.id),
+            run_id=row.run_id,
+            category=row.category,
+            reason=row.reason,
+            recorded_at=row.recorded_at,
+            reviewed=bool(row.reviewed),
+            event_row_id=int(row.event_row_id),
+            event_id=row.event_id,
+            account=row.account,
+            entity=row.entity,
+            resource_id=row.resource_id,
+            action=row.action,
+            occurred_at=row.occurred_at,
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def mark_reviewed(conn: Connection, ids: Sequence[int]) -> int:
+    marked = 0
+    for start in range(0, len(ids), 500):
+        batch = list(ids[start : start + 500])
+        result = conn.execute(
+            update(rejected_events).where(rejected_events.c.id.in_(batch)).values(reviewed=True)
+        )
+        marked += result.rowcount
+    return marked

@@ -1,0 +1,332 @@
+"""`metering report`: sums per period and group equal the billed amounts, in every format."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine
+
+from metering.cli import main
+from metering.render import render_lines, running_time
+from metering.store.usage import Line
+from metering.timeutil import iso, to_ms
+from tests.support import billed, insert_events, measure, migrated, resource, run, t
+
+FIRST_RUN = "sstart-20161212T17-v0"
+SECOND_RUN = "s20161212T17-20161212T18-v1"
+
+
+def make_scenario(engine: Engine, tmp_path: Path) -> None:
+    """Two accounts, a measure over an hour boundary, one rejected event, one anomaly,
+    then a stop that arrives after its hours were billed (negative corrections)."""
+    insert_events(
+        engine,
+        [
+            resource("e1", "create", "2016-12-12T14:15:00Z", offering="medium"),
+            resource(
+                "e2",
+                "start",
+                "2016-12-12T14:00:00Z",
+                account="geneva-jug",
+                resource_id="vm-2",
+                offering="large",
+            ),
+            measure(
+                "e3",
+                1001,
+                "2016-12-12T15:59:30Z",
+                "2016-12-12T16:00:30Z",
+                account="geneva-jug",
+            ),
+            {**resource("e4", "create", "2016-12-12T14:20:00Z"), "kind": "bogus"},
+            resource("e5", "stop", "2016-12-12T14:30:00Z", resource_id="vm-9"),
+        ],
+    )
+    run(engine, "2016-12-12T17:45:00Z", tmp_path)
+    insert_events(engine, [resource("e6", "stop", "2016-12-12T15:30:00Z")])
+    run(engine, "2016-12-12T18:45:00Z", tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
+
+
+@pytest.fixture
+def scenario(database_url: str, tmp_path: Path) -> tuple[str, Engine]:
+    engine = migrated(database_url)
+    make_scenario(engine, tmp_path)
+    return database_url, engine
+
+
+def invoke(url: str, env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(
+        main,
+        ["--log-format", "json", *args],
+        env={**env, "METERING_DATABASE_URL": url},
+        catch_exceptions=False,
+    )
+
+
+def truncate(hour: datetime, by: str) -> datetime:
+    if by == "day":
+        return hour.replace(hour=0)
+    if by == "month":
+        return hour.replace(day=1, hour=0)
+    return hour
+
+
+GROUP_INDEX = {"account": (0,), "resource": (0, 1, 2), "offering": (1, 3)}
+
+
+def expected(engine: Engine, by: str, group: str) -> dict[tuple[Any, ...], Decimal]:
+    """The billed amounts (tests/support.billed) summed per (period, group..., unit)."""
+    sums: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+    for key, quantity in billed(engine).items():
+        picked = tuple(key[i] for i in GROUP_INDEX[group])
+        sums[(iso(truncate(key[5], by)), *picked, key[4])] += quantity
+    return {k: v for k, v in sums.items() if v != 0}
+
+
+def reported(text: str, columns: tuple[str, ...]) -> dict[tuple[Any, ...], Decimal]:
+    found = {}
+    for line in text.splitlines():
+        row = json.loads(line)
+        if row["type"] == "usage" and Decimal(row["quantity"]) != 0:
+            key = (row["period"], *(row[c] for c in columns), row["unit"])
+            found[key] = Decimal(row["quantity"])
+    return found
+
+
+COLUMNS = {
+    "account": ("account",),
+    "resource": ("account", "entity", "resource_id"),
+    "offering": ("entity", "offering"),
+}
+
+
+@pytest.mark.parametrize(
+    ("by", "group"), [("hour", "resource"), ("day", "account"), ("month", "offering")]
+)
+def test_json_sums_equal_the_billed_amounts(
+    scenario: tuple[str, Engine], env: dict[str, str], by: str, group: str
+) -> None:
+    url, engine = scenario
+    result = invoke(url, env, "report", "--by", by, "--group", group, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert reported(result.stdout, COLUMNS[group]) == expected(engine, by, group)
+
+
+def test_hourly_report_has_the_exact_amounts(
+    scenario: tuple[str, Engine], env: dict[str, str]
+) -> None:
+    url, _ = scenario
+    result = invoke(url, env, "report", "--by", "hour", "--format", "json")
+    rows = {
+        (r["period"], r["account"], r["unit"]): r
+        for r in map(json.loads, result.stdout.splitlines())
+        if r["type"] == "usage"
+    }
+    # acme vm-1: created 14:15, its stop at 15:30 arrived late -> corrections.
+    assert rows[("2016-12-12T14:00:00.000Z", "acme", "second")]["quantity"] == "2700.000"
+    fifteen = rows[("2016-12-12T15:00:00.000Z", "acme", "second")]
+    assert (fifteen["quantity"], fifteen["lines"], fifteen["corrections"]) == ("1800.000", 2, 1)
+    sixteen = rows[("2016-12-12T16:00:00.000Z", "acme", "second")]
+    assert (sixteen["quantity"], sixteen["corrections"]) == ("0.000", 1)
+    assert rows[("2016-12-12T14:00:00.000Z", "acme", "second")]["corrections"] == 0
+    assert rows[("2016-12-12T15:00:00.000Z", "geneva-jug", "byte")]["quantity"] == "500.000"
+    assert rows[("2016-12-12T16:00:00.000Z", "geneva-jug", "byte")]["quantity"] == "501.000"
+    totals = {
+        (r["account"], r["unit"]): r["quantity"]
+        for r in map(json.loads, result.stdout.splitlines())
+        if r["type"] == "total"
+    }
+    assert totals[("acme", "second")] == "4500.000"
+    assert totals[("geneva-jug", "second")] == f"{4 * 3600}.000"
+
+
+def test_filters(scenario: tuple[str, Engine], env: dict[str, str]) -> None:
+    url, _ = scenario
+
+    def keys(*args: str) -> set[tuple[str, str, str]]:
+        result = invoke(url, env, "report", "--by", "hour", "--format", "json", *args)
+        assert result.exit_code == 0
+        return {
+            (r["period"][11:13], r["account"], r["unit"])
+            for r in map(json.loads, result.stdout.splitlines())
+            if r["type"] == "usage"
+        }
+
+    assert {a for _, a, _ in keys("--account", "acme")} == {"acme"}
+    assert {u for _, _, u in keys("--entity", "ip")} == {"byte"}
+    assert keys("--resource", "vm-2") == {
+        (h, "geneva-jug", "second") for h in ["14", "15", "16", "17"]
+    }
+    assert keys("--offering", "large") == keys("--resource", "vm-2")
+    window = keys("--since", "2016-12-12T15:00Z", "--until", "2016-12-12T16:00Z")
+    assert {h for h, _, _ in window} == {"15"}
+
+
+def test_table_shows_hours_and_minutes_totals_and_corrections(
+    scenario: tuple[str, Engine], env: dict[str, str]
+) -> None:
+    url, _ = scenario
+    result = invoke(url, env, "report", "--by", "hour")
+    assert result.exit_code == 0
+    text = result.stdout
+    line_15 = next(s for s in text.splitlines() if s.startswith("2016-12-12 15:00  acme"))
+    assert "1800.000 s (0 h 30 min) *" in line_15
+    line_14 = next(s for s in text.splitlines() if s.startswith("2016-12-12 14:00  acme"))
+    assert "2700.000 s (0 h 45 min)" in line_14 and "*" not in line_14
+    assert "totals per account:" in text
+    assert "14400.000 s (4 h 00 min)" in text  # geneva-jug's vm
+    assert "* corrected" in text
+
+
+def test_csv(scenario: tuple[str, Engine], env: dict[str, str]) -> None:
+    url, engine = scenario
+    result = invoke(url, env, "report", "--group", "resource", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert list(rows[0]) == [
+        "period",
+        "account",
+        "entity",
+        "resource_id",
+        "unit",
+        "quantity",
+        "lines",
+        "corrections",
+    ]
+    found = {
+        (r["period"], r["account"], r["entity"], r["resource_id"], r["unit"]): Decimal(
+            r["quantity"]
+        )
+        for r in rows
+        if Decimal(r["quantity"]) != 0
+    }
+    assert found == expected(engine, "day", "resource")
+
+
+class ChartParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[dict[str, str | None]] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.tags.append((tag, values))
+        if tag == "circle" and values.get("class") == "point":
+            self.points.append(values)
+
+
+def test_html_chart_points_are_the_lines_per_account(
+    scenario: tuple[str, Engine], env: dict[str, str], tmp_path: Path
+) -> None:
+    url, engine = scenario
+    out = tmp_path / "report.html"
+    result = invoke(
+        url,
+        env,
+        "report",
+        "--by",
+        "hour",
+        "--group",
+        "offering",
+        "--format",
+        "html",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 0 and result.stdout == ""
+    page = out.read_text(encoding="utf-8")
+    parser = ChartParser()
+    parser.feed(page)
+    points = {
+        (p["data-period"], p["data-account"], p["data-unit"]): Decimal(p["data-quantity"] or "")
+        for p in parser.points
+    }
+    assert len(points) == len(parser.points)
+    # The chart is per account whatever --group says; zero sums are points too.
+    assert {k: v for k, v in points.items() if v != 0} == expected(engine, "hour", "account")
+    assert points[("2016-12-12T16:00:00.000Z", "acme", "second")] == 0
+    # Self-contained: nothing is fetched.
+    assert not [tag for tag, attrs in parser.tags if "src" in attrs or "href" in attrs]
+    assert {tag for tag, _ in parser.tags}.isdisjoint({"script", "link", "img", "iframe"})
+    assert "medium" in page  # the table is grouped by offering
+
+
+def test_html_of_an_empty_database(sqlite_url: str, env: dict[str, str]) -> None:
+    migrated(sqlite_url).dispose()
+    result = invoke(sqlite_url, env, "report", "--format", "html")
+    assert result.exit_code == 0
+    assert "No usage lines." in result.stdout and "<circle" not in result.stdout
+
+
+def test_report_needs_a_migrated_database(sqlite_url: str, env: dict[str, str]) -> None:
+    result = invoke(sqlite_url, env, "report")
+    assert result.exit_code == 1
+    assert "metering db upgrade" in result.stderr
+
+
+def test_running_time() -> None:
+    assert running_time(Decimal("3600.000")) == "3600.000 s (1 h 00 min)"
+    assert running_time(Decimal("5459.999")) == "5459.999 s (1 h 30 min)"
+    assert running_time(Decimal("-1800.000")) == "-1800.000 s (-0 h 30 min)"
+    assert running_time(Decimal("90061.5")) == "90061.500 s (25 h 01 min)"
+
+
+def test_dry_run_lines_in_every_format() -> None:
+    hour = to_ms(t("2016-12-12T15:00Z"))
+    lines = [
+        Line("acme", "vm", "vm-1", "medium", "second", hour, Decimal("2700"), "running"),
+        Line("acme", "ip", "1.2.3.4", "", "byte", hour, Decimal("500"), "measure"),
+    ]
+    table = render_lines(lines, "table")
+    assert "2700.000 s (0 h 45 min)" in table and "500.000 byte" in table
+    rows = list(csv.DictReader(io.StringIO(render_lines(lines, "csv"))))
+    assert [r["quantity"] for r in rows] == ["2700.000", "500.000"]
+    objects = [json.loads(s) for s in render_lines(lines, "json").splitlines()]
+    assert [o["type"] for o in objects] == ["line", "line", "total", "total"]
+
+
+def test_dry_run_cli_csv(sqlite_url: str, env: dict[str, str]) -> None:
+    engine = migrated(sqlite_url)
+    insert_events(engine, [resource("e1", "create", "2016-12-12T14:15:00Z", offering="medium")])
+    result = invoke(
+        sqlite_url, env, "run", "--now", "2016-12-12T16:00Z", "--dry-run", "--format", "csv"
+    )
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["period_start"], r["quantity"]) for r in rows] == [
+        ("2016-12-12T14:00:00.000Z", "2700.000")
+    ]
+    assert billed(engine) == {}
+
+
+def test_subprocess(sqlite_url: str, env: dict[str, str], tmp_path: Path) -> None:
+    engine = migrated(sqlite_url)
+    make_scenario(engine, tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "metering", "report", "--by", "month", "--format", "json"],
+        env={**os.environ, **env, "METERING_DATABASE_URL": sqlite_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert reported(done.stdout, ("account",)) == expected(engine, "month", "account")
