@@ -42,3 +42,7 @@ class LockHeld(MeteringError):
 
 class ConcurrentRun(LockHeld):
     """The commit fence (watermark compare-and-set or run id) saw another writer."""
+
+
+class WatermarkLost(MeteringError):
+    """metering_state says nothing was billed, usage_lines says otherwise."""

@@ -29,7 +29,7 @@ from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, Resour
 from metering.core.slicing import hour_of, measure_by_hour
 from metering.core.spans import ResourceState, replay
 from metering.db import write_lock
-from metering.errors import ConcurrentRun, LockHeld, UsageError
+from metering.errors import ConcurrentRun, LockHeld, UsageError, WatermarkLost
 from metering.lock import run_lock
 from metering.store import events as store_events
 from metering.store import runs as store_runs
@@ -225,6 +225,13 @@ class _Job:
         wall = self.wall_clock()
         mark = store_state.read_watermark(conn)
         h0 = mark.billed_until
+        if h0 is None and store_usage.any_lines(conn):
+            # Measures are billed once, when read: re-reading every event as if nothing
+            # had been billed would bill them again.
+            raise WatermarkLost(
+                "the watermark is empty but usage lines exist: restore metering_state "
+                "(docs/operations.md, 'The watermark was lost') before running again"
+            )
         if h0 is not None and self.until < h0:
             self.outcome.clock_stepped_back = True
             log.warning(

@@ -65,3 +65,20 @@ def test_backfill_recovers_events_no_scheduled_run_read(sqlite_url, tmp_path):
         ("10.0.0.1", "byte", 10): 100,
         **{("vm-3", "second", hour): 3600 for hour in (10, 11, 12, 13)},
     }
+
+
+def test_a_reset_watermark_is_refused_rather_than_billing_again(database_url, tmp_path):
+    import pytest
+    from sqlalchemy import update
+
+    from metering.errors import WatermarkLost
+    from metering.store.schema import metering_state
+
+    e = migrated(database_url)
+    insert_events(e, [measure("m", 100, "2016-12-12T10:00Z", "2016-12-12T10:01Z")])
+    run(e, "2016-12-12T11:31Z", tmp_path)
+    with e.begin() as conn:
+        conn.execute(update(metering_state).values(billed_until=None, last_event_id=0))
+    with pytest.raises(WatermarkLost):
+        run(e, "2016-12-12T12:31Z", tmp_path)
+    assert billed(e) == {("acme", "ip", "10.0.0.1", "", "byte", t("2016-12-12T10:00Z")): 100}

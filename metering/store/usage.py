@@ -186,6 +186,10 @@ def add_pending(conn: Connection, parts: dict[tuple[QuantityKey, int], int]) -> 
         conn.execute(insert(pending_usage), rows[start : start + 5000])
 
 
+def any_lines(conn: Connection) -> bool:
+    return conn.execute(select(usage_lines.c.id).limit(1)).first() is not None
+
+
 def lines_of_runs(conn: Connection, run_ids: Sequence[str]) -> list[Line]:
     if not run_ids:
         return []
