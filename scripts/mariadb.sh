@@ -3,6 +3,7 @@
 #
 #   scripts/mariadb.sh install        # apt-get install mariadb-server/client if missing
 #   scripts/mariadb.sh start DIR      # start an instance in DIR, write DIR/env, print URL
+#                                     # (again after stop: same datadir, same port if free)
 #   scripts/mariadb.sh stop DIR       # stop the instance in DIR
 #   scripts/mariadb.sh status DIR     # exit 0 if running
 set -euo pipefail
@@ -62,6 +63,20 @@ s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
 s.close()'
+}
+
+port_free() {
+    local py
+    py=$(find_bin python3 python) || return 1
+    "$py" -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()' "$1"
 }
 
 pid_alive() {
@@ -124,8 +139,13 @@ cmd_start() {
     fi
     mkdir -p "$dir/tmp"
 
+    # A restart on an existing datadir keeps its port: URLs already handed out stay valid.
     local port
-    port=$(free_port)
+    if [ -s "$dir/port" ] && port_free "$(cat "$dir/port")"; then
+        port=$(cat "$dir/port")
+    else
+        port=$(free_port)
+    fi
     echo "$port" >"$dir/port"
     rm -f "$dir/mysqld.sock" "$dir/mariadb.pid"
 
