@@ -573,7 +573,7 @@ def _read_new(
                 measures.append(checked)
         batch.read += scan.rows
         if scan.rows < hi - lo + 1:
-            kept.extend(_missing(store_events.ids_between(conn, lo, hi), lo, hi, seen))
+            kept.extend(Gap(a, b, seen) for a, b in store_events.missing_ids(conn, lo, hi))
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
     parts: dict[tuple[Any, int], int] = {}
@@ -585,19 +585,6 @@ def _read_new(
         [m.period_end - m.period_start for m in measures] + ([HOUR] if sums else [0])
     )
     return batch
-
-
-def _missing(present: Sequence[int], lo: int, hi: int, seen: datetime) -> list[Gap]:
-    """The id ranges of [lo, hi] that are not in `present`."""
-    gaps: list[Gap] = []
-    expected = lo
-    for found in sorted(present):
-        if found > expected:
-            gaps.append(Gap(expected, found - 1, seen))
-        expected = found + 1
-    if expected <= hi:
-        gaps.append(Gap(expected, hi, seen))
-    return gaps
 
 
 def _histories(

@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
 from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, MIN_TIME, RawEvent, ResourceKey
+from metering.store.keys import key_match
 from metering.store.schema import usage_events as ev
 from metering.timeutil import to_ms
 
@@ -241,9 +242,21 @@ def events_by_id(conn: Connection, ids: Sequence[int]) -> Iterator[RawEvent]:
             yield _raw(row)
 
 
-def ids_between(conn: Connection, lo: int, hi: int) -> list[int]:
-    query = select(ev.c.id).where(ev.c.id.between(lo, hi))
-    return [int(i) for i in conn.execute(query).scalars()]
+def missing_ids(conn: Connection, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The id ranges within [lo, hi] that hold no row, found by the database (a
+    window over the primary key), so only the gaps travel, not every id."""
+    previous = func.lag(ev.c.id).over(order_by=ev.c.id).label("previous")
+    inner = select(ev.c.id.label("id"), previous).where(ev.c.id.between(lo, hi)).subquery()
+    jumps = select(inner.c.previous, inner.c.id).where(inner.c.id - inner.c.previous > 1)
+    bounds = select(func.min(ev.c.id), func.max(ev.c.id)).where(ev.c.id.between(lo, hi))
+    first, last = conn.execute(bounds).one()
+    if first is None:
+        return [(lo, hi)]
+    ranges = [(lo, int(first) - 1)] if first > lo else []
+    ranges += [(int(before) + 1, int(after) - 1) for before, after in conn.execute(jumps)]
+    if last < hi:
+        ranges.append((int(last) + 1, hi))
+    return sorted(ranges)
 
 
 def resource_history(
@@ -254,12 +267,7 @@ def resource_history(
     found: dict[ResourceKey, list[RawEvent]] = {key: [] for key in keys}
     for start in range(0, len(keys), 200):
         batch = keys[start : start + 200]
-        match = or_(
-            *(
-                and_(ev.c.account == a, ev.c.entity == e, ev.c.resource_id == r)
-                for a, e, r in batch
-            )
-        )
+        match = key_match(batch)
         query = select(*_RAW_COLUMNS).where(match, ev.c.kind == "resource")
         if since is not None:
             query = query.where(ev.c.occurred_at >= since)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, or_, select, update
+from sqlalchemy import TextClause, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.sql.elements import ColumnElement
 
 from metering.core.events import ResourceKey
 from metering.core.spans import ResourceState
 from metering.errors import ConcurrentRun
+from metering.store.keys import key_match
 from metering.store.schema import event_gaps, metering_state, resource_state, usage_events
 from metering.timeutil import from_ms, to_ms
 
@@ -99,17 +99,8 @@ def replace_gaps(conn: Connection, gaps: Sequence[Gap]) -> None:
         )
 
 
-def _key_match(keys: Sequence[ResourceKey]) -> ColumnElement[bool]:
-    return or_(
-        *(
-            and_(
-                resource_state.c.account == a,
-                resource_state.c.entity == e,
-                resource_state.c.resource_id == r,
-            )
-            for a, e, r in keys
-        )
-    )
+def _key_match(keys: Sequence[ResourceKey]) -> TextClause:
+    return key_match(keys)
 
 
 def _stored(r: Row[Any]) -> StoredResource:

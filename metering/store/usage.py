@@ -6,10 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import and_, delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from metering.core.events import QuantityKey, ResourceKey
+from metering.store.keys import key_match
 from metering.store.schema import pending_usage, usage_lines
 from metering.store.types import to_decimal
 from metering.timeutil import from_ms, to_ms
@@ -70,16 +71,7 @@ def billed_running(
     total = func.sum(usage_lines.c.quantity)
     for first in range(0, len(keys), 200):
         batch = keys[first : first + 200]
-        match = or_(
-            *(
-                and_(
-                    usage_lines.c.account == a,
-                    usage_lines.c.entity == e,
-                    usage_lines.c.resource_id == r,
-                )
-                for a, e, r in batch
-            )
-        )
+        match = key_match(batch)
         query = (
             select(
                 usage_lines.c.account,
