@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from metering import __version__, logs, migrate
 from metering.db import describe_db_error, make_engine
 from metering.errors import EXIT_FAILURE, EXIT_USAGE, MeteringError
-from metering.options import TIME, database_options, format_option, now_option
+from metering.options import TIME, database_options, format_option, lock_options, now_option
 from metering.settings import Settings, build_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -293,22 +293,7 @@ def ingest_command(
     "--dry-run", is_flag=True, help="Compute and print the lines, change nothing, take no lock."
 )
 @format_option("table", "json", "csv")
-@click.option(
-    "--lock-file", default=None, metavar="PATH", help="Lock file (env METERING_LOCK_FILE)."
-)
-@click.option(
-    "--wait",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long for a lock held by another run before exiting 75.",
-)
-@click.option(
-    "--no-database-lock",
-    is_flag=True,
-    help="Skip GET_LOCK on MySQL/MariaDB (the commit fence still stops a second writer).",
-)
+@lock_options
 @click.option(
     "--metrics-file",
     type=click.Path(dir_okay=False),
@@ -718,18 +703,7 @@ def rejected_command(
     show_default=True,
     help="Output format.",
 )
-@click.option(
-    "--lock-file", default=None, metavar="PATH", help="Lock file (env METERING_LOCK_FILE)."
-)
-@click.option(
-    "--wait",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait this long for a lock held by a run before exiting 75.",
-)
-@click.option("--no-database-lock", is_flag=True, help="Skip GET_LOCK on MySQL/MariaDB.")
+@lock_options
 def reconcile_command(
     database_url: str | None,
     config: str | None,

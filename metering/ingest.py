@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from sqlalchemy import Connection, Engine
 
+from metering.core.events import MAX_TEXT
 from metering.db import write_lock
 from metering.store import ingest as store
 from metering.timeutil import parse_time
@@ -32,16 +33,7 @@ from metering.timeutil import parse_time
 REQUIRED = ("event_id", "kind", "entity", "action", "account", "resource_id", "occurred_at")
 
 # Text columns and their VARCHAR lengths (characters), as in store/schema.py.
-TEXT_COLUMNS: dict[str, int] = {
-    "event_id": 64,
-    "kind": 16,
-    "entity": 32,
-    "action": 16,
-    "account": 64,
-    "resource_id": 64,
-    "offering": 64,
-    "unit": 16,
-}
+TEXT_COLUMNS: dict[str, int] = dict(MAX_TEXT)
 TIME_COLUMNS = ("occurred_at", "period_start", "period_end")
 
 BIGINT_MIN = -(2**63)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import filelock
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.db import is_mysql
-from metering.errors import LockHeld
+from metering.errors import ConcurrentRun, LockHeld
 
 
 @contextmanager
@@ -73,3 +73,26 @@ def run_lock(
                 yield
         else:
             yield
+
+
+@contextmanager
+def contention_errors(writer: str) -> Iterator[None]:
+    """Database errors that mean another writer got there first, as exit-75 errors.
+
+    `writer` names who lost, e.g. "run" or "reconcile", for the message.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise ConcurrentRun(
+            f"another {writer} committed the same rows first; nothing written"
+        ) from exc
+    except OperationalError as exc:
+        text = str(exc.orig)
+        if "database is locked" in text:
+            raise LockHeld("the SQLite database is locked by another writer") from exc
+        if "Lock wait timeout" in text or "Deadlock" in text:
+            raise ConcurrentRun(
+                f"another writer holds the rows this {writer} writes: {text}"
+            ) from exc
+        raise

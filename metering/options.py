@@ -77,3 +77,24 @@ def now_option(func: F) -> F:
         default=None,
         help="The clock, for replays and tests (default: the real UTC time).",
     )(func)
+
+
+def lock_options(func: F) -> F:
+    """--lock-file, --wait and --no-database-lock: for every command that writes billing state."""
+    func = click.option(
+        "--no-database-lock",
+        is_flag=True,
+        help="Skip GET_LOCK on MySQL/MariaDB (the commit fence still stops a second writer).",
+    )(func)
+    func = click.option(
+        "--wait",
+        type=float,
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Wait this long for a lock held by another run before exiting 75.",
+    )(func)
+    func = click.option(
+        "--lock-file", default=None, metavar="PATH", help="Lock file (env METERING_LOCK_FILE)."
+    )(func)
+    return func

@@ -18,14 +18,12 @@ import io
 import json
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from metering import logs
 from metering.core.events import MAX_TEXT, ResourceEvent, ResourceKey, validate
@@ -39,8 +37,8 @@ from metering.core.reconcile import (
     snapshot_id_of,
 )
 from metering.db import write_lock
-from metering.errors import ConcurrentRun, LockHeld, MeteringError, UsageError
-from metering.lock import run_lock
+from metering.errors import MeteringError, UsageError
+from metering.lock import contention_errors, run_lock
 from metering.store import events as store_events
 from metering.store import inventory as store
 from metering.store import state as store_state
@@ -200,7 +198,7 @@ def execute(
     with (
         run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
         engine.connect() as conn,
-        _translate_errors(),
+        contention_errors("reconcile"),
     ):
         locked = write_lock(conn)
         with locked.begin():
@@ -355,21 +353,6 @@ def _row(snapshot: Snapshot, request: ReconcileRequest, e: Synthetic) -> dict[st
             "policy": request.policy,
         },
     }
-
-
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError as exc:
-        raise ConcurrentRun("another writer stored the same rows first; nothing written") from exc
-    except OperationalError as exc:
-        text = str(exc.orig)
-        if "database is locked" in text:
-            raise LockHeld("the SQLite database is locked by another writer") from exc
-        if "Lock wait timeout" in text or "Deadlock" in text:
-            raise ConcurrentRun(f"another writer holds the rows reconcile writes: {text}") from exc
-        raise
 
 
 # -- output --------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from metering import logs
 from metering.core import billing
@@ -29,8 +28,8 @@ from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, Resour
 from metering.core.slicing import hour_of, measure_by_hour
 from metering.core.spans import ResourceState, replay
 from metering.db import write_lock
-from metering.errors import ConcurrentRun, LockHeld, UsageError, WatermarkLost
-from metering.lock import run_lock
+from metering.errors import UsageError, WatermarkLost
+from metering.lock import contention_errors, run_lock
 from metering.store import events as store_events
 from metering.store import runs as store_runs
 from metering.store import state as store_state
@@ -123,7 +122,7 @@ def execute(
         raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
     job = _Job(request, until, since, wall_clock, pause, progress)
     if request.dry_run:
-        with engine.connect() as conn, _translate_errors():
+        with engine.connect() as conn, contention_errors("run"):
             outer = conn.begin()
             try:
                 job.work(conn, commit=False)
@@ -136,25 +135,10 @@ def execute(
     with (
         run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
         engine.connect() as conn,
-        _translate_errors(),
+        contention_errors("run"),
     ):
         job.work(write_lock(conn), commit=True)
     return job.outcome
-
-
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError as exc:
-        raise ConcurrentRun("another run committed the same run first; nothing written") from exc
-    except OperationalError as exc:
-        text = str(exc.orig)
-        if "database is locked" in text:
-            raise LockHeld("the SQLite database is locked by another writer") from exc
-        if "Lock wait timeout" in text or "Deadlock" in text:
-            raise ConcurrentRun(f"another run holds the rows this run writes: {text}") from exc
-        raise
 
 
 class _Job:
@@ -361,9 +345,7 @@ class _Job:
         starts: dict[ResourceKey, int] = {}
         for key in keys:
             if key in late_set and histories[key]:
-                starts[key] = billing.rebill_start(
-                    histories[key], batch.resources.get(key, []), h0
-                )
+                starts[key] = billing.rebill_start(histories[key], batch.resources.get(key, []), h0)
             elif key not in late_set and h0 is not None:
                 starts[key] = h0
         first = min(starts.values(), default=h1)

@@ -602,14 +602,13 @@ def test_race_counted_as_duplicate_on_mariadb(mariadb_url: str) -> None:
     engine = make_engine(mariadb_url)
     migrate.upgrade(engine)
     try:
-        with engine.connect() as mine, engine.connect() as other:
-            with mine.begin():
-                assert store.existing_event_ids(mine, ["x", "y"]) == set()
-                with other.begin():
-                    store.insert_events(other, [parse_line(line(event_id="x", account="first"))])
-                rows = [parse_line(line(event_id=i, account="second")) for i in ("x", "y")]
-                store.insert_events(mine, rows)
-                assert store.count_event_ids(mine, ["x", "y"]) == 1  # only y is ours
+        with engine.connect() as mine, engine.connect() as other, mine.begin():
+            assert store.existing_event_ids(mine, ["x", "y"]) == set()
+            with other.begin():
+                store.insert_events(other, [parse_line(line(event_id="x", account="first"))])
+            rows = [parse_line(line(event_id=i, account="second")) for i in ("x", "y")]
+            store.insert_events(mine, rows)
+            assert store.count_event_ids(mine, ["x", "y"]) == 1  # only y is ours
         accounts = {k: v["account"] for k, v in stored(engine).items()}
         assert accounts == {"x": "first", "y": "second"}
     finally:

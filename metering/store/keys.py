@@ -14,13 +14,13 @@ from sqlalchemy import TextClause, text
 
 from metering.core.events import ResourceKey
 
+
 @lru_cache(maxsize=32)
 def _fragment(size: int) -> str:
     return (
         "("
         + " OR ".join(
-            f"(account = :ka{i} AND entity = :ke{i} AND resource_id = :kr{i})"
-            for i in range(size)
+            f"(account = :ka{i} AND entity = :ke{i} AND resource_id = :kr{i})" for i in range(size)
         )
         + ")"
     )
@@ -34,4 +34,3 @@ def key_match(keys: Sequence[ResourceKey]) -> TextClause:
         params[f"ke{i}"] = entity
         params[f"kr{i}"] = resource_id
     return text(_fragment(len(keys))).bindparams(**params)
-

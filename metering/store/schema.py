@@ -66,7 +66,11 @@ usage_lines = Table(
     Column("source", String(8), nullable=False),
     Index(
         "ix_usage_lines_key",
-        "account", "entity", "resource_id", "source", "period_start",
+        "account",
+        "entity",
+        "resource_id",
+        "source",
+        "period_start",
     ),
     Index("ix_usage_lines_run", "run_id"),
     Index("ix_usage_lines_period", "period_start"),

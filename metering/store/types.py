@@ -14,8 +14,10 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 MILLI = Decimal("0.001")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
-BigId = BigInteger().with_variant(Integer(), "sqlite").with_variant(
-    mysql.BIGINT(unsigned=True), "mysql", "mariadb"
+BigId = (
+    BigInteger()
+    .with_variant(Integer(), "sqlite")
+    .with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
 )
 
 
