@@ -41,7 +41,8 @@ from metering.timeutil import from_ms, iso, to_ms
 
 log = logs.get_logger("metering.run")
 
-LINE_BUDGET = 200_000
+# Lines one chunk (one transaction) may write: bounds a catch-up's memory.
+LINE_BUDGET = 50_000
 SCHEDULED = "scheduled"
 BACKFILL = "backfill"
 

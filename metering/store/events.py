@@ -90,6 +90,8 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
         _not_empty(ev.c.resource_id, MAX_TEXT["resource_id"]),
         func.char_length(ev.c.event_id) <= MAX_TEXT["event_id"],
         func.char_length(func.coalesce(ev.c.unit, "")) <= MAX_TEXT["unit"],
+        # Unused by measures, but over-long text is rejected whatever the column.
+        func.char_length(func.coalesce(ev.c.offering, "")) <= MAX_TEXT["offering"],
         ev.c.quantity.is_not(None),
         ev.c.quantity >= 0,
         ev.c.quantity <= MAX_QUANTITY,
@@ -118,7 +120,10 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
                 func.instr(cast(column, LargeBinary), literal(b"\x00")) == 0
                 for column in (ev.c.event_id, ev.c.account, ev.c.entity, ev.c.resource_id)
             ),
-            func.instr(cast(func.coalesce(ev.c.unit, ""), LargeBinary), literal(b"\x00")) == 0,
+            *(
+                func.instr(cast(func.coalesce(column, ""), LargeBinary), literal(b"\x00")) == 0
+                for column in (ev.c.unit, ev.c.offering)
+            ),
         )
     return case((valid, 1), else_=0)
 

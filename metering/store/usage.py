@@ -42,23 +42,30 @@ def measure_line(key: QuantityKey, hour: int, amount: int) -> Line:
 
 
 def insert_lines(conn: Connection, run_id: str, lines: Iterable[Line]) -> int:
-    rows = [
-        {
-            "run_id": run_id,
-            "account": line.account,
-            "entity": line.entity,
-            "resource_id": line.resource_id,
-            "offering": line.offering,
-            "unit": line.unit,
-            "period_start": from_ms(line.hour),
-            "quantity": line.quantity,
-            "source": line.source,
-        }
-        for line in lines
-    ]
-    for start in range(0, len(rows), 5000):
-        conn.execute(insert(usage_lines), rows[start : start + 5000])
-    return len(rows)
+    written = 0
+    batch: list[dict[str, object]] = []
+    for line in lines:
+        batch.append(
+            {
+                "run_id": run_id,
+                "account": line.account,
+                "entity": line.entity,
+                "resource_id": line.resource_id,
+                "offering": line.offering,
+                "unit": line.unit,
+                "period_start": from_ms(line.hour),
+                "quantity": line.quantity,
+                "source": line.source,
+            }
+        )
+        if len(batch) == 5000:
+            conn.execute(insert(usage_lines), batch)
+            written += len(batch)
+            batch = []
+    if batch:
+        conn.execute(insert(usage_lines), batch)
+        written += len(batch)
+    return written
 
 
 def billed_running(
