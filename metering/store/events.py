@@ -162,7 +162,9 @@ def scan_range(conn: Connection, lo: int, hi: int) -> RangeScan:
     simple = simple_measure(conn)
     single = case((simple == 1, 0), else_=ev.c.id).label("single")
     unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("unit")
-    hour = case((simple == 1, _epoch_hour(conn, ev.c.period_start)), else_=0).label("hour")
+    # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
+    # predicate is then evaluated once per row, not twice.
+    hour = func.coalesce(_epoch_hour(conn, ev.c.period_start), 0).label("hour")
     query = (
         select(
             single,
