@@ -292,7 +292,7 @@ def ingest_command(
 @click.option(
     "--dry-run", is_flag=True, help="Compute and print the lines, change nothing, take no lock."
 )
-@format_option("table", "json", "csv")
+@format_option("table", "json", "csv", "html")
 @lock_options
 @click.option(
     "--metrics-file",
@@ -326,6 +326,7 @@ def run_command(
     Examples:
       metering run                                   # the crontab entry
       metering run --dry-run --format csv            # what would be written
+      metering run --dry-run --format html > next-run.html
       metering run --since 2016-12-12T00:00Z         # re-derive from a time
       metering run --now 2016-12-12T17:00Z           # replay with a given clock
       metering run --metrics-file /var/lib/node_exporter/textfile/metering.prom

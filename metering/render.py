@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -61,7 +61,40 @@ def render_lines(lines: Sequence[Line], fmt: str) -> str:
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
+    if fmt == "html":
+        return _lines_page(lines)
     return _table(rows, sums)
+
+
+def _lines_page(lines: Sequence[Line]) -> str:
+    """The report page (chart per account, table per resource) over lines in memory."""
+    from metering.html import report_page
+    from metering.report import Report
+    from metering.store.reports import UsageSum
+
+    def sums(key: Callable[[Line], tuple[str, ...]]) -> list[UsageSum]:
+        grouped: dict[tuple[int, tuple[str, ...], str], list[Line]] = defaultdict(list)
+        for line in lines:
+            grouped[(line.hour, key(line), line.unit)].append(line)
+        return [
+            UsageSum(
+                period=from_ms(hour),
+                group=group,
+                unit=unit,
+                quantity=sum((line.quantity for line in members), Decimal(0)),
+                lines=len(members),
+                corrections=sum(1 for line in members if line.quantity < 0),
+            )
+            for (hour, group, unit), members in sorted(grouped.items())
+        ]
+
+    report = Report(
+        by="hour",
+        group="resource",
+        rows=sums(lambda line: (line.account, line.entity, line.resource_id)),
+        by_account=sums(lambda line: (line.account,)),
+    )
+    return report_page(report, title="metering run --dry-run: the lines a run would write")
 
 
 def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> str:
