@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,25 @@ def metering(url: str, tmp_path: Path, *args: str) -> tuple[int, list[dict[str, 
         text=True,
     )
     assert proc.stderr is not None
-    err = proc.stderr.read()
-    # wait4: the peak RSS of this child alone, not of every child pytest ever had.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, [json.loads(line) for line in err.splitlines()], usage.ru_maxrss
+    stderr = proc.stderr
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.append(stderr.read()))
+    reader.start()
+    # VmHWM of the child itself, polled while it runs: ru_maxrss from wait4 would
+    # also count the pytest process it was forked from, before its exec.
+    peak = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            break
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+        time.sleep(0.02)
+    proc.wait()
+    reader.join()
+    return proc.returncode, [json.loads(line) for line in "".join(err).splitlines()], peak
 
 
 def snapshot(engine: Engine) -> tuple[Any, ...]:
