@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -83,15 +82,3 @@ def _identity(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 def get_logger(name: str = "metering") -> Any:
     return structlog.stdlib.get_logger(name)
-
-
-def bind(**values: Any) -> None:
-    structlog.contextvars.bind_contextvars(**values)
-
-
-def unbind(*keys: str) -> None:
-    structlog.contextvars.unbind_contextvars(*keys)
-
-
-def context() -> MutableMapping[str, Any]:
-    return structlog.contextvars.get_contextvars()
