@@ -14,25 +14,12 @@ from sqlalchemy import Engine, func, insert, select
 from metering import migrate
 from metering.db import make_engine
 from metering.run import RunOutcome, RunRequest, execute
+from metering.store import ingest as store_ingest
 from metering.store.schema import usage_events, usage_lines
 from metering.store.types import to_decimal
 from metering.timeutil import parse_time
 
-EVENT_COLUMNS = (
-    "event_id",
-    "kind",
-    "entity",
-    "action",
-    "account",
-    "resource_id",
-    "offering",
-    "occurred_at",
-    "quantity",
-    "unit",
-    "period_start",
-    "period_end",
-    "attributes",
-)
+EVENT_COLUMNS = store_ingest.EVENT_COLUMNS
 
 BilledKey = tuple[
     str, str, str, str, str, datetime

@@ -8,32 +8,16 @@ Create Date: 2026-11-27
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
 
+from metering.store.ddl import table_options
 from metering.store.types import BigId, Quantity, UTCDateTime
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-
-def _table_options() -> dict[str, Any]:
-    """Binary, no-pad collation on MySQL/MariaDB: keys compare byte for byte."""
-    bind = op.get_bind()
-    if bind.dialect.name not in ("mysql", "mariadb"):
-        return {}
-    version = str(bind.exec_driver_sql("SELECT VERSION()").scalar())
-    if "mariadb" in version.lower():
-        collation = "utf8mb4_nopad_bin"
-    elif version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 8:
-        collation = "utf8mb4_0900_bin"
-    else:
-        collation = "utf8mb4_bin"
-    return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": collation}
 
 
 def _now_default() -> sa.TextClause:
@@ -43,7 +27,7 @@ def _now_default() -> sa.TextClause:
 
 
 def upgrade() -> None:
-    opts = _table_options()
+    opts = table_options(op.get_bind())
     op.create_table(
         "usage_events",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),

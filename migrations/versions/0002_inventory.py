@@ -8,11 +8,10 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
 
+from metering.store.ddl import table_options
 from metering.store.types import UTCDateTime
 
 revision = "0002"
@@ -21,24 +20,8 @@ branch_labels = None
 depends_on = None
 
 
-def _table_options() -> dict[str, Any]:
-    """As in 0001 (revision files are not importable modules): binary, no-pad collation
-    on MySQL/MariaDB, so keys compare byte for byte like usage_events'."""
-    bind = op.get_bind()
-    if bind.dialect.name not in ("mysql", "mariadb"):
-        return {}
-    version = str(bind.exec_driver_sql("SELECT VERSION()").scalar())
-    if "mariadb" in version.lower():
-        collation = "utf8mb4_nopad_bin"
-    elif version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 8:
-        collation = "utf8mb4_0900_bin"
-    else:
-        collation = "utf8mb4_bin"
-    return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": collation}
-
-
 def upgrade() -> None:
-    opts = _table_options()
+    opts = table_options(op.get_bind())
     op.create_table(
         "inventory_snapshots",
         sa.Column("snapshot_id", sa.String(64), primary_key=True),
