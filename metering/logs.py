@@ -48,7 +48,11 @@ def configure(
     if use_json:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Plain tracebacks whatever is installed: with `rich` present structlog would
+        # render frame locals, and a local may hold the database password.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     shared = _shared_processors()
     structlog.configure(
         processors=[
