@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Connection
 from metering import logs
 from metering.core import billing
 from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
-from metering.core.slicing import hour_of, measure_by_hour
+from metering.core.slicing import hour_of, split_measure
 from metering.core.spans import ResourceState, replay
 from metering.db import write_lock
 from metering.errors import UsageError, WatermarkLost
@@ -247,12 +248,9 @@ class _Job:
         findings = list(batch.rejections)
         # Quantities: additive; each part is billed once, when its hour is closed.
         closed, later = billing.split_parts(batch.parts, h1)
+        batch.parts.clear()
         closed = billing.add_parts(closed, store_usage.take_pending(conn, h1))
         store_usage.add_pending(conn, later)
-        lines.extend(
-            store_usage.measure_line(key, hour, amount)
-            for (key, hour), amount in sorted(closed.items())
-        )
         # Resources: re-derive the ones something happened to, continue the others.
         touched, saved = self._resources(conn, batch, h0, h1, lines, findings)
         if h0 is not None:
@@ -275,8 +273,15 @@ class _Job:
         )
         store_state.replace_gaps(conn, batch.gaps)
         store_state.save_resources(conn, saved)
-        written = store_usage.insert_lines(conn, run_id, lines)
+        # Measure lines are made as they are written: at millions of events per hour
+        # they outnumber the others, and their Line objects need not all exist at once.
+        measure_lines = (
+            store_usage.measure_line(key, hour, closed[(key, hour)]) for key, hour in sorted(closed)
+        )
+        written = store_usage.insert_lines(conn, run_id, chain(measure_lines, lines))
         store_runs.insert_findings(conn, run_id, wall, findings)
+        corrections = sum(1 for line in lines if h0 is not None and line.hour < h0)
+        corrections += sum(1 for _, hour in closed if h0 is not None and hour < h0)
         result = ChunkResult(
             run_id=run_id,
             kind=SCHEDULED,
@@ -286,7 +291,7 @@ class _Job:
             last_event_id=top if top > mark.last_event_id else None,
             events_read=batch.read,
             lines_written=written,
-            corrections=sum(1 for line in lines if h0 is not None and line.hour < h0),
+            corrections=corrections,
             rejected=sum(1 for f in findings if f.category == REJECTED),
             anomalies=sum(1 for f in findings if f.category == ANOMALY),
             duration_ms=int((time.monotonic() - started) * 1000),
@@ -537,12 +542,10 @@ def _read_new(
     ranges = [(g.id_from, g.id_to, g.first_seen_at) for g in gaps]
     if top > mark.last_event_id:
         ranges.append((mark.last_event_id + 1, top, wall))
-    sums: list[store_events.HourSum] = []
-    measures: list[Measure] = []
+    parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
     for lo, hi, seen in ranges:
-        scan = store_events.scan_range(conn, lo, hi)
-        sums.extend(scan.sums)
+        scan = store_events.scan_range(conn, lo, hi, parts)
         for raw in store_events.events_by_id(conn, scan.other_ids):
             checked = validate(raw)
             if isinstance(checked, Rejection):
@@ -553,20 +556,21 @@ def _read_new(
                 batch.resources[checked.key].append(checked)
                 batch.new_ids.add(checked.id)
             else:
-                measures.append(checked)
+                # Split as they come: a window may hold many, none is needed twice.
+                for hour, amount in split_measure(
+                    checked.quantity, checked.period_start, checked.period_end
+                ):
+                    parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
+                batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
         batch.read += scan.rows
         if scan.rows < hi - lo + 1:
             kept.extend(Gap(a, b, seen) for a, b in store_events.missing_ids(conn, lo, hi))
+        if scan.rows > len(scan.other_ids):
+            # Summed by the database: periods within one hour.
+            batch.max_period = max(batch.max_period, HOUR)
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
-    parts: dict[tuple[Any, int], int] = {}
-    for s in sums:
-        key = ((s.account, s.entity, s.resource_id, s.unit), s.hour)
-        parts[key] = parts.get(key, 0) + s.quantity
-    batch.parts = billing.add_parts(parts, measure_by_hour(measures))
-    batch.max_period = max(
-        [m.period_end - m.period_start for m in measures] + ([HOUR] if sums else [0])
-    )
+    batch.parts = parts
     return batch
 
 

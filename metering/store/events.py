@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from sys import intern
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
+from metering.core.billing import PartKey
 from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, MIN_TIME, RawEvent, ResourceKey
 from metering.store.keys import key_match
 from metering.store.schema import usage_events as ev
@@ -129,36 +131,22 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class HourSum:
-    account: str
-    entity: str
-    resource_id: str
-    unit: str
-    hour: int  # ms
-    quantity: int
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
 class RangeScan:
-    """One pass over an id range: sums of simple measures, ids of every other row."""
+    """One pass over an id range: how many rows it held, the ids of rows read alone."""
 
-    sums: list[HourSum]
+    rows: int
     other_ids: list[int]
-
-    @property
-    def rows(self) -> int:
-        return sum(s.count for s in self.sums) + len(self.other_ids)
 
 
 def max_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(ev.c.id), 0))).scalar_one())
 
 
-def scan_range(conn: Connection, lo: int, hi: int) -> RangeScan:
+def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> RangeScan:
     """Read [lo, hi] once: the database sums simple measures per (account, entity,
-    resource_id, unit, hour); every other row comes back alone, as its id, so a
-    window costs one primary-key range scan whatever its mix."""
+    resource_id, unit, hour), added here into `sums` ((key, hour ms) -> amount); every
+    other row comes back alone, as its id, so a window costs one primary-key range
+    scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
     simple = simple_measure(conn)
     single = case((simple == 1, 0), else_=ev.c.id).label("single")
     unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("unit")
@@ -179,19 +167,18 @@ def scan_range(conn: Connection, lo: int, hi: int) -> RangeScan:
         .where(ev.c.id.between(lo, hi))
         .group_by(single, ev.c.account, ev.c.entity, ev.c.resource_id, unit, hour)
     )
-    sums: list[HourSum] = []
+    rows = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
+        rows += row[7]
         if row[0]:
             others.append(int(row[0]))
         else:
-            sums.append(
-                HourSum(
-                    row[1], row[2], row[3], row[4], int(row[5]) * HOUR, int(row[6]), int(row[7])
-                )
-            )
+            # Entities and units repeat across thousands of groups: one string each.
+            key = ((row[1], intern(row[2]), row[3], intern(row[4])), int(row[5]) * HOUR)
+            sums[key] = sums.get(key, 0) + int(row[6])
     others.sort()
-    return RangeScan(sums, others)
+    return RangeScan(rows, others)
 
 
 _RAW_COLUMNS = (
