@@ -285,6 +285,10 @@ class Harness:
             pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             return [pyspy, "record", "-r", "250", "-f", "raw", "-o", str(out), "--",
                     sys.executable, *base]  # fmt: skip
+        if profile == "memray":
+            # Then: memray stats --peak / memray flamegraph --leaks ... on that file.
+            out = self.workdir / "profile-memray.bin"
+            return [sys.executable, "-m", "memray", "run", "-f", "-o", str(out), *base]
         return [sys.executable, *base]
 
     def upgrade(self) -> None:
@@ -559,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument(
         "--profile",
-        choices=("pyinstrument", "py-spy"),
+        choices=("pyinstrument", "py-spy", "memray"),
         default=None,
         help="profile the run of the largest N (timings of that run are then skewed)",
     )
@@ -625,10 +629,8 @@ def main(argv: list[str] | None = None) -> int:
                     population=asdict(population),
                 )
                 if profile:
-                    cell["profile_file"] = str(
-                        workdir / ("profile-pyinstrument.txt" if profile == "pyinstrument"
-                                   else "profile-py-spy.txt")
-                    )  # fmt: skip
+                    suffix = {"pyinstrument": "txt", "py-spy": "txt", "memray": "bin"}[profile]
+                    cell["profile_file"] = str(workdir / f"profile-{profile}.{suffix}")
                 cells.append(cell)
                 print(table([cell]), file=sys.stderr, flush=True)
                 hour += HOUR

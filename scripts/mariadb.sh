@@ -6,6 +6,9 @@
 #                                     # (again after stop: same datadir, same port if free)
 #   scripts/mariadb.sh stop DIR       # stop the instance in DIR
 #   scripts/mariadb.sh status DIR     # exit 0 if running
+#
+# MARIADB_BUFFER_POOL (default 256M) and MARIADB_LOG_FILE_SIZE (64M) size InnoDB; the benchmarks
+# start their own instance with one that holds the whole table, as production would.
 set -euo pipefail
 
 DB_USER=metering
@@ -161,8 +164,8 @@ cmd_start() {
         --skip-name-resolve \
         --skip-log-bin \
         --sync-binlog=0 \
-        --innodb-buffer-pool-size=256M \
-        --innodb-log-file-size=64M \
+        --innodb-buffer-pool-size="${MARIADB_BUFFER_POOL:-256M}" \
+        --innodb-log-file-size="${MARIADB_LOG_FILE_SIZE:-64M}" \
         --innodb-flush-log-at-trx-commit=2 \
         --innodb-doublewrite=0 \
         --innodb-flush-method=O_DIRECT_NO_FSYNC \
