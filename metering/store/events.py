@@ -148,11 +148,11 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
     other row comes back alone, as its id, so a window costs one primary-key range
     scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
     simple = simple_measure(conn)
-    single = case((simple == 1, 0), else_=ev.c.id).label("single")
-    unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("unit")
+    single = case((simple == 1, 0), else_=ev.c.id).label("g_single")
+    unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("g_unit")
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
-    hour = func.coalesce(_epoch_hour(conn, ev.c.period_start), 0).label("hour")
+    hour = func.coalesce(_epoch_hour(conn, ev.c.period_start), 0).label("g_hour")
     query = (
         select(
             single,
@@ -165,8 +165,12 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
             func.count(),
         )
         .where(ev.c.id.between(lo, hi))
-        .group_by(single, ev.c.account, ev.c.entity, ev.c.resource_id, unit, hour)
-    )
+        # By alias: given the expressions, MariaDB evaluated them again for grouping
+        # (2.5x the time at 1M rows). Aliases unlike any column: MySQL resolves a
+        # GROUP BY name to a table column first.
+        .group_by(*(literal_column(name) for name in ("g_single", "account", "entity",
+                                                      "resource_id", "g_unit", "g_hour")))
+    )  # fmt: skip
     rows = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
