@@ -2,7 +2,9 @@
 
 - MySQL/MariaDB: utf8mb4, session time zone UTC (DATETIME columns hold UTC whatever
   the server's or the machine's TZ), strict mode, REPEATABLE READ so one run reads
-  one consistent snapshot.
+  one consistent snapshot, and in-memory temporary tables of up to 256 MB: the range
+  scan's GROUP BY holds a row per (resource, hour), and past the 16 MB default the
+  server moves it to disk (4x slower at 1M events).
 - SQLite: the driver's implicit transactions are turned off and BEGIN is emitted by
   us, so a run can take the database's write lock up front (BEGIN IMMEDIATE).
 """
@@ -20,6 +22,7 @@ from metering.errors import DatabaseUnavailable
 from metering.logs import mask_secrets
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+TMP_TABLE_BYTES = 256 * 1024 * 1024
 
 
 def is_mysql(bind: Engine | Connection) -> bool:
@@ -41,7 +44,8 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_S)
             connect_args={
                 "init_command": (
                     "SET time_zone = '+00:00', "
-                    "sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')"
+                    "sql_mode = CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES'), "
+                    f"tmp_table_size = {TMP_TABLE_BYTES}, max_heap_table_size = {TMP_TABLE_BYTES}"
                 ),
                 "connect_timeout": 10,
             },

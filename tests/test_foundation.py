@@ -15,9 +15,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from metering import logs, migrate
 from metering.cli import main
+from metering.core.events import MAX_TEXT
 from metering.db import make_engine
 from metering.settings import build_settings, mask_url
 from metering.store.schema import metadata
@@ -38,6 +40,24 @@ def test_migrations_reach_head_and_match_the_schema(database_url: str) -> None:
         d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")
     ]
     assert structural == []
+
+
+@pytest.mark.mariadb
+def test_event_text_columns_are_no_wider_than_the_core_accepts(mariadb_url: str) -> None:
+    # The range scan's MariaDB predicate skips length checks on this ground.
+    engine = make_engine(mariadb_url)
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        widths = dict(
+            conn.execute(
+                text(
+                    "SELECT column_name, character_maximum_length FROM information_schema.columns"
+                    " WHERE table_schema = DATABASE() AND table_name = 'usage_events'"
+                    " AND character_maximum_length IS NOT NULL"
+                )
+            ).all()
+        )
+    assert {name: widths[name] for name in MAX_TEXT} == MAX_TEXT
 
 
 def test_db_commands_through_the_cli(database_url: str) -> None:

@@ -36,9 +36,10 @@ from metering.core.billing import PartKey
 from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, MIN_TIME, RawEvent, ResourceKey
 from metering.store.keys import key_match
 from metering.store.schema import usage_events as ev
-from metering.timeutil import to_ms
+from metering.timeutil import from_ms, to_ms
 
 STREAM_BATCH = 5000
+_EPOCH = literal("1970-01-01 00:00:00")
 
 
 class _Raw(UserDefinedType[Any]):
@@ -62,20 +63,18 @@ def parse_raw_time(value: Any) -> int | None:
         return None
 
 
-def _epoch_hour(conn: Connection, column: Any, *, just_before: bool = False) -> ColumnElement[Any]:
-    """Hours since 1970 of `column` (or of the millisecond before it)."""
+def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
+    """Hours since 1970 of `column`."""
     if conn.dialect.name == "sqlite":
-        shifted = (
-            func.strftime("%s", column, "-0.001 seconds")
-            if just_before
-            else func.strftime("%s", column)
-        )
         # `//`: SQLAlchemy renders `/` as true division, and fractional hours
         # would make two instants of one hour differ.
-        return cast(shifted, Integer) // 3600
-    if just_before:
-        column = func.timestampadd(literal_column("MICROSECOND"), -1000, column)
-    return func.timestampdiff(literal_column("HOUR"), literal("1970-01-01 00:00:00"), column)
+        return cast(func.strftime("%s", column), Integer) // 3600
+    return func.timestampdiff(literal_column("HOUR"), _EPOCH, column)
+
+
+def _sqlite_epoch_hour_before(column: Any) -> ColumnElement[Any]:
+    """Hours since 1970 of the millisecond before `column` (SQLite text times)."""
+    return cast(func.strftime("%s", column, "-0.001 seconds"), Integer) // 3600
 
 
 def _not_empty(column: Any, limit: int) -> ColumnElement[bool]:
@@ -84,6 +83,38 @@ def _not_empty(column: Any, limit: int) -> ColumnElement[bool]:
 
 def simple_measure(conn: Connection) -> ColumnElement[Any]:
     """1 for a measure the database may sum as is (valid, one hour), else 0. NULL-safe."""
+    if conn.dialect.name == "sqlite":
+        return case((_simple_sqlite(conn), 1), else_=0)
+    return case((_simple_mysql(), 1), else_=0)
+
+
+def _simple_mysql() -> ColumnElement[bool]:
+    # Lean, as it runs on every new row: a NULL makes its comparison NULL, which CASE
+    # takes as false, and the columns are no wider than the core's limits (the
+    # migrations create them), so a value the server holds is never over-long.
+    # (tests/test_foundation.py checks the widths on the migrated database.)
+    next_hour = func.timestampadd(
+        literal_column("HOUR"),
+        func.timestampdiff(literal_column("HOUR"), _EPOCH, ev.c.period_start) + 1,
+        _EPOCH,
+    )
+    return and_(
+        ev.c.kind == "quantity",
+        ev.c.action == "measure",
+        ev.c.account != "",
+        ev.c.entity != "",
+        ev.c.resource_id != "",
+        ev.c.quantity >= 0,
+        ev.c.quantity <= MAX_QUANTITY,
+        ev.c.period_start >= from_ms(MIN_TIME),
+        # Within the hour of period_start: millisecond times, so end - 1 ms lies in
+        # that hour exactly when end <= the next hour's start.
+        ev.c.period_end >= ev.c.period_start,
+        ev.c.period_end <= next_hour,
+    )
+
+
+def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
     valid = and_(
         ev.c.kind == "quantity",
         ev.c.action == "measure",
@@ -104,30 +135,25 @@ def simple_measure(conn: Connection) -> ColumnElement[Any]:
             ev.c.period_end == ev.c.period_start,
             and_(
                 ev.c.period_end > ev.c.period_start,
-                _epoch_hour(conn, ev.c.period_start)
-                == _epoch_hour(conn, ev.c.period_end, just_before=True),
+                _epoch_hour(conn, ev.c.period_start) == _sqlite_epoch_hour_before(ev.c.period_end),
             ),
         ),
-    )
-    if conn.dialect.name == "sqlite":
         # Text times: only the canonical form compares correctly as text.
-        valid = and_(
-            valid,
-            func.length(ev.c.period_start) == 23,
-            func.length(ev.c.period_end) == 23,
-            func.substr(ev.c.period_start, 11, 1) == " ",
-            func.substr(ev.c.period_end, 11, 1) == " ",
-            # SQLite's length() stops at a NUL: such text goes to the core's check.
-            *(
-                func.instr(cast(column, LargeBinary), literal(b"\x00")) == 0
-                for column in (ev.c.event_id, ev.c.account, ev.c.entity, ev.c.resource_id)
-            ),
-            *(
-                func.instr(cast(func.coalesce(column, ""), LargeBinary), literal(b"\x00")) == 0
-                for column in (ev.c.unit, ev.c.offering)
-            ),
-        )
-    return case((valid, 1), else_=0)
+        func.length(ev.c.period_start) == 23,
+        func.length(ev.c.period_end) == 23,
+        func.substr(ev.c.period_start, 11, 1) == " ",
+        func.substr(ev.c.period_end, 11, 1) == " ",
+        # SQLite's length() stops at a NUL: such text goes to the core's check.
+        *(
+            func.instr(cast(column, LargeBinary), literal(b"\x00")) == 0
+            for column in (ev.c.event_id, ev.c.account, ev.c.entity, ev.c.resource_id)
+        ),
+        *(
+            func.instr(cast(func.coalesce(column, ""), LargeBinary), literal(b"\x00")) == 0
+            for column in (ev.c.unit, ev.c.offering)
+        ),
+    )
+    return valid
 
 
 @dataclass(frozen=True, slots=True)
