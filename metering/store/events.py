@@ -115,7 +115,7 @@ def _simple_mysql() -> ColumnElement[bool]:
 
 
 def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
-    valid = and_(
+    return and_(
         ev.c.kind == "quantity",
         ev.c.action == "measure",
         _not_empty(ev.c.account, MAX_TEXT["account"]),
@@ -153,7 +153,6 @@ def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
             for column in (ev.c.unit, ev.c.offering)
         ),
     )
-    return valid
 
 
 @dataclass(frozen=True, slots=True)
