@@ -102,3 +102,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/metering.db"
     factory: MariaDBDatabases = request.getfixturevalue("mariadb_url_factory")
     return factory()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI tests: no user config file leaks in."""
+    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}

@@ -38,12 +38,6 @@ def event_line(**changes: Any) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """No user config file leaks into the tests."""
-    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
-
-
-@pytest.fixture
 def db(database_url: str) -> Iterator[str]:
     engine = make_engine(database_url)
     migrate.upgrade(engine)

@@ -61,11 +61,6 @@ def make_scenario(engine: Engine, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
-
-
-@pytest.fixture
 def scenario(database_url: str, tmp_path: Path) -> tuple[str, Engine]:
     engine = migrated(database_url)
     make_scenario(engine, tmp_path)

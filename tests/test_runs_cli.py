@@ -11,19 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from sqlalchemy import Engine, func, select
 
-from metering.cli import main
 from metering.store.schema import usage_lines
 from metering.store.types import to_decimal
 from tests.support import migrated
-from tests.test_report import FIRST_RUN, SECOND_RUN, make_scenario
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
+from tests.test_report import FIRST_RUN, SECOND_RUN, invoke, make_scenario
 
 
 @pytest.fixture
@@ -31,15 +25,6 @@ def scenario(database_url: str, tmp_path: Path) -> tuple[str, Engine]:
     engine = migrated(database_url)
     make_scenario(engine, tmp_path)
     return database_url, engine
-
-
-def invoke(url: str, env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(
-        main,
-        ["--log-format", "json", *args],
-        env={**env, "METERING_DATABASE_URL": url},
-        catch_exceptions=False,
-    )
 
 
 def json_lines(result: Result) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 
@@ -17,11 +16,6 @@ from metering import migrate
 from metering.cli import main
 from tests.support import insert_events, migrated, resource, run
 from tests.test_report import make_scenario
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
 
 
 def invoke(url: str, env: dict[str, str], *args: str) -> Result:
