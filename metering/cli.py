@@ -173,7 +173,7 @@ def db_current(database_url: str | None, config: str | None) -> None:
         settings = ctx.settings(database_url, config)
         engine = engine_for(settings, at_head=False)
         found = migrate.current(engine)
-        wanted = migrate.head()
+        wanted = migrate.HEAD
         state = "at head" if found == wanted else f"behind head {wanted}: run metering db upgrade"
         click.echo(f"{found or 'empty'} ({state})")
         if found != wanted:

@@ -97,7 +97,7 @@ def status(
     runs: int = 5,
 ) -> Status:
     current = migrate.current(engine)
-    head = migrate.head()
+    head = migrate.HEAD
     if current != head:
         # Tables may be missing or shaped differently: report the schema, read nothing.
         return Status(now, grace, max_lag, current, head)

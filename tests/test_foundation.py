@@ -32,6 +32,8 @@ def test_migrations_reach_head_and_match_the_schema(database_url: str) -> None:
     assert migrate.current(engine) is None
     migrate.upgrade(engine)
     assert migrate.current(engine) == migrate.head()
+    # The cheap head check of every command compares against this constant.
+    assert migrate.head() == migrate.HEAD
     migrate.require_head(engine)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)

@@ -33,13 +33,21 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
 from metering.core.billing import PartKey
-from metering.core.events import HOUR, MAX_QUANTITY, MAX_TEXT, MIN_TIME, RawEvent, ResourceKey
+from metering.core.events import (
+    DEFAULT_UNIT,
+    HOUR,
+    MAX_QUANTITY,
+    MAX_TEXT,
+    MIN_TIME,
+    RawEvent,
+    ResourceKey,
+)
 from metering.store.keys import key_match
 from metering.store.schema import usage_events as ev
 from metering.timeutil import from_ms, to_ms
 
 STREAM_BATCH = 5000
-_EPOCH = literal("1970-01-01 00:00:00")
+_YEAR0_TO_1970_HOURS = 62_167_219_200 // 3600  # TO_SECONDS('1970-01-01') / 3600
 
 
 class _Raw(UserDefinedType[Any]):
@@ -69,7 +77,9 @@ def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
         # `//`: SQLAlchemy renders `/` as true division, and fractional hours
         # would make two instants of one hour differ.
         return cast(func.strftime("%s", column), Integer) // 3600
-    return func.timestampdiff(literal_column("HOUR"), _EPOCH, column)
+    # TO_SECONDS (whole seconds since year 0) costs MariaDB a fraction of
+    # TIMESTAMPDIFF, and 1970 is a whole number of hours after year 0.
+    return func.to_seconds(column).op("DIV")(3600) - _YEAR0_TO_1970_HOURS
 
 
 def _sqlite_epoch_hour_before(column: Any) -> ColumnElement[Any]:
@@ -93,11 +103,8 @@ def _simple_mysql() -> ColumnElement[bool]:
     # takes as false, and the columns are no wider than the core's limits (the
     # migrations create them), so a value the server holds is never over-long.
     # (tests/test_foundation.py checks the widths on the migrated database.)
-    next_hour = func.timestampadd(
-        literal_column("HOUR"),
-        func.timestampdiff(literal_column("HOUR"), _EPOCH, ev.c.period_start) + 1,
-        _EPOCH,
-    )
+    next_hour_seconds = (func.to_seconds(ev.c.period_start).op("DIV")(3600) + 1) * 3600
+    end_seconds_up = func.to_seconds(ev.c.period_end) + (func.microsecond(ev.c.period_end) > 0)
     return and_(
         ev.c.kind == "quantity",
         ev.c.action == "measure",
@@ -108,9 +115,10 @@ def _simple_mysql() -> ColumnElement[bool]:
         ev.c.quantity <= MAX_QUANTITY,
         ev.c.period_start >= from_ms(MIN_TIME),
         # Within the hour of period_start: millisecond times, so end - 1 ms lies in
-        # that hour exactly when end <= the next hour's start.
+        # that hour exactly when end <= the next hour's start, i.e. when end rounded
+        # up to whole seconds (TO_SECONDS drops the fraction) is.
         ev.c.period_end >= ev.c.period_start,
-        ev.c.period_end <= next_hour,
+        end_seconds_up <= next_hour_seconds,
     )
 
 
@@ -174,27 +182,28 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
     scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
     simple = simple_measure(conn)
     single = case((simple == 1, 0), else_=ev.c.id).label("g_single")
-    unit = func.coalesce(func.nullif(ev.c.unit, ""), "byte").label("g_unit")
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
-    hour = func.coalesce(_epoch_hour(conn, ev.c.period_start), 0).label("g_hour")
+    hour = _epoch_hour(conn, ev.c.period_start).label("g_hour")
     query = (
         select(
             single,
+            ev.c.unit,
+            hour,
             ev.c.account,
             ev.c.entity,
             ev.c.resource_id,
-            unit,
-            hour,
             func.sum(ev.c.quantity),
             func.count(),
         )
         .where(ev.c.id.between(lo, hi))
         # By alias: given the expressions, MariaDB evaluated them again for grouping
         # (2.5x the time at 1M rows). Aliases unlike any column: MySQL resolves a
-        # GROUP BY name to a table column first.
-        .group_by(*(literal_column(name) for name in ("g_single", "account", "entity",
-                                                      "resource_id", "g_unit", "g_hour")))
+        # GROUP BY name to a table column first. The order is MariaDB's fastest of
+        # those measured (short columns first: 2.1 s at 1M rows, 3.2 s with the
+        # text columns first); the raw unit, as its default is cheaper applied here.
+        .group_by(*(literal_column(name) for name in ("g_single", "unit", "g_hour", "account",
+                                                      "entity", "resource_id")))
     )  # fmt: skip
     rows = 0
     others: list[int] = []
@@ -204,7 +213,8 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
             others.append(int(row[0]))
         else:
             # Entities and units repeat across thousands of groups: one string each.
-            key = ((row[1], intern(row[2]), row[3], intern(row[4])), int(row[5]) * HOUR)
+            unit = intern(row[1] or DEFAULT_UNIT)
+            key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
             sums[key] = sums.get(key, 0) + int(row[6])
     others.sort()
     return RangeScan(rows, others)

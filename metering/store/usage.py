@@ -6,10 +6,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
 from metering.core.events import QuantityKey, ResourceKey
+from metering.store.bulk import insert_rows
 from metering.store.keys import key_match
 from metering.store.schema import pending_usage, usage_lines
 from metering.store.types import to_decimal
@@ -41,31 +42,35 @@ def measure_line(key: QuantityKey, hour: int, amount: int) -> Line:
     return Line(key[0], key[1], key[2], "", key[3], hour, Decimal(amount), MEASURE)
 
 
+_LINE_COLUMNS = (
+    "run_id",
+    "account",
+    "entity",
+    "resource_id",
+    "offering",
+    "unit",
+    "period_start",
+    "quantity",
+    "source",
+)
+
+
 def insert_lines(conn: Connection, run_id: str, lines: Iterable[Line]) -> int:
-    written = 0
-    batch: list[dict[str, object]] = []
-    for line in lines:
-        batch.append(
-            {
-                "run_id": run_id,
-                "account": line.account,
-                "entity": line.entity,
-                "resource_id": line.resource_id,
-                "offering": line.offering,
-                "unit": line.unit,
-                "period_start": from_ms(line.hour),
-                "quantity": line.quantity,
-                "source": line.source,
-            }
+    rows = (
+        (
+            run_id,
+            line.account,
+            line.entity,
+            line.resource_id,
+            line.offering,
+            line.unit,
+            from_ms(line.hour),
+            line.quantity,
+            line.source,
         )
-        if len(batch) == 5000:
-            conn.execute(insert(usage_lines), batch)
-            written += len(batch)
-            batch = []
-    if batch:
-        conn.execute(insert(usage_lines), batch)
-        written += len(batch)
-    return written
+        for line in lines
+    )
+    return insert_rows(conn, usage_lines, _LINE_COLUMNS, rows)
 
 
 def billed_running(
@@ -169,20 +174,14 @@ def take_pending(conn: Connection, before: int) -> dict[tuple[QuantityKey, int],
 
 
 def add_pending(conn: Connection, parts: dict[tuple[QuantityKey, int], int]) -> None:
-    rows = [
-        {
-            "account": key[0],
-            "entity": key[1],
-            "resource_id": key[2],
-            "unit": key[3],
-            "hour": from_ms(hour),
-            "quantity": amount,
-        }
+    rows = (
+        (key[0], key[1], key[2], key[3], from_ms(hour), amount)
         for (key, hour), amount in parts.items()
         if amount
-    ]
-    for start in range(0, len(rows), 5000):
-        conn.execute(insert(pending_usage), rows[start : start + 5000])
+    )
+    insert_rows(
+        conn, pending_usage, ("account", "entity", "resource_id", "unit", "hour", "quantity"), rows
+    )
 
 
 def any_lines(conn: Connection) -> bool:
