@@ -264,7 +264,14 @@ def _vm_hwm_kb(status_file: str) -> int:
 
 
 def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
+    # Without PYTHONDONTWRITEBYTECODE (set in some sandboxes): an installed metering
+    # has its bytecode compiled, and compiling it again on every run is not a cost
+    # cron pays.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("METERING_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env["PYTHONHASHSEED"] = "0"
     return env
 

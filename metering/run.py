@@ -247,10 +247,10 @@ class _Job:
         lines: list[Line] = []
         findings = list(batch.rejections)
         # Quantities: additive; each part is billed once, when its hour is closed.
-        closed, later = billing.split_parts(batch.parts, h1)
-        batch.parts.clear()
-        closed = billing.add_parts(closed, store_usage.take_pending(conn, h1))
-        store_usage.add_pending(conn, later)
+        closed = batch.parts
+        billing.add_parts(closed, store_usage.take_pending(conn, h1))
+        store_usage.add_pending(conn, billing.take_open(closed, h1))
+        measure_keys = sorted(key for key, amount in closed.items() if amount)
         # Resources: re-derive the ones something happened to, continue the others.
         touched, saved = self._resources(conn, batch, h0, h1, lines, findings)
         if h0 is not None:
@@ -276,12 +276,12 @@ class _Job:
         # Measure lines are made as they are written: at millions of events per hour
         # they outnumber the others, and their Line objects need not all exist at once.
         measure_lines = (
-            store_usage.measure_line(key, hour, closed[(key, hour)]) for key, hour in sorted(closed)
+            store_usage.measure_line(key, hour, closed[(key, hour)]) for key, hour in measure_keys
         )
         written = store_usage.insert_lines(conn, run_id, chain(measure_lines, lines))
         store_runs.insert_findings(conn, run_id, wall, findings)
         corrections = sum(1 for line in lines if h0 is not None and line.hour < h0)
-        corrections += sum(1 for _, hour in closed if h0 is not None and hour < h0)
+        corrections += sum(1 for _, hour in measure_keys if h0 is not None and hour < h0)
         result = ChunkResult(
             run_id=run_id,
             kind=SCHEDULED,

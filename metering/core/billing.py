@@ -79,23 +79,17 @@ def continue_running(state: ResourceState, start: int, end: int) -> dict[HourKey
     return {(offering, hour): HOUR for hour in range(start, end, HOUR)}
 
 
-def split_parts(
-    parts: Mapping[PartKey, int], until: int
-) -> tuple[dict[PartKey, int], dict[PartKey, int]]:
-    """(parts of closed hours, parts of hours not closed yet)."""
-    closed: dict[PartKey, int] = {}
-    later: dict[PartKey, int] = {}
-    for (key, hour), amount in parts.items():
-        (closed if hour < until else later)[(key, hour)] = amount
-    return closed, later
+def add_parts(into: dict[PartKey, int], parts: Mapping[PartKey, int]) -> None:
+    """Add `parts` into `into`, in place: at millions of events per hour a run's parts
+    are tens of thousands, and each copy of them would cost megabytes."""
+    for key, amount in parts.items():
+        into[key] = into.get(key, 0) + amount
 
 
-def add_parts(*many: Mapping[PartKey, int]) -> dict[PartKey, int]:
-    total: dict[PartKey, int] = {}
-    for parts in many:
-        for key, amount in parts.items():
-            total[key] = total.get(key, 0) + amount
-    return {key: amount for key, amount in total.items() if amount}
+def take_open(parts: dict[PartKey, int], until: int) -> dict[PartKey, int]:
+    """Remove from `parts`, and return, the parts of hours not closed yet (>= until)."""
+    open_keys = [key for key in parts if key[1] >= until]
+    return {key: parts.pop(key) for key in open_keys}
 
 
 def rederive_measures(

@@ -91,11 +91,12 @@ def _not_empty(column: Any, limit: int) -> ColumnElement[bool]:
     return and_(column != "", func.char_length(column) <= limit)
 
 
-def simple_measure(conn: Connection) -> ColumnElement[Any]:
-    """1 for a measure the database may sum as is (valid, one hour), else 0. NULL-safe."""
+def simple_measure(conn: Connection) -> ColumnElement[bool]:
+    """True for a measure the database may sum as is (valid, one hour); else false
+    or NULL, so it belongs in a CASE WHEN, which takes NULL as false."""
     if conn.dialect.name == "sqlite":
-        return case((_simple_sqlite(conn), 1), else_=0)
-    return case((_simple_mysql(), 1), else_=0)
+        return _simple_sqlite(conn)
+    return _simple_mysql()
 
 
 def _simple_mysql() -> ColumnElement[bool]:
@@ -180,8 +181,7 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
     resource_id, unit, hour), added here into `sums` ((key, hour ms) -> amount); every
     other row comes back alone, as its id, so a window costs one primary-key range
     scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
-    simple = simple_measure(conn)
-    single = case((simple == 1, 0), else_=ev.c.id).label("g_single")
+    single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
     hour = _epoch_hour(conn, ev.c.period_start).label("g_hour")
