@@ -146,7 +146,9 @@ def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> l
         )
         .select_from(usage_lines.outerjoin(runs, runs.c.run_id == usage_lines.c.run_id))
         .where(*_where(filters))
-        .group_by(period, *groups, unit)
+        # By its alias (usage_lines has no such column): given the expression, MariaDB
+        # evaluates it again to group, as it did for the run's range scan.
+        .group_by(literal_column("period"), *groups, unit)
         .order_by(period, *groups, unit)
     )
     width = len(groups)
