@@ -291,6 +291,23 @@ def test_measure_split_pro_rata_in_whole_units(engine: Engine, tmp_path: Path) -
     }
 
 
+def test_a_zero_measure_writes_no_line(engine: Engine, tmp_path: Path) -> None:
+    # Usage lines carry non-zero amounts: a zero summed by the database (one hour) and
+    # zero parts split in Python (two hours) both leave the table as it was.
+    insert_events(
+        engine,
+        [
+            measure("m1", 0, "2016-12-12T10:10:00Z", "2016-12-12T10:20:00Z"),
+            measure("m2", 0, "2016-12-12T10:50:00Z", "2016-12-12T11:10:00Z", resource_id="b"),
+            measure("m3", 3, "2016-12-12T10:20:00Z", "2016-12-12T10:30:00Z", resource_id="c"),
+        ],
+    )
+    run(engine, "2016-12-12T12:30:00Z", tmp_path)
+    with engine.connect() as conn:
+        written = conn.execute(select(usage_lines.c.resource_id, usage_lines.c.quantity)).all()
+    assert written == [("c", Decimal("3.000"))]
+
+
 def test_zero_length_period_goes_to_its_hour(engine: Engine, tmp_path: Path) -> None:
     insert_events(
         engine,
