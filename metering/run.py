@@ -280,8 +280,11 @@ class _Job:
         )
         written = store_usage.insert_lines(conn, run_id, chain(measure_lines, lines))
         store_runs.insert_findings(conn, run_id, wall, findings)
-        corrections = sum(1 for line in lines if h0 is not None and line.hour < h0)
-        corrections += sum(1 for _, hour in measure_keys if h0 is not None and hour < h0)
+        # Lines for hours billed before this window: late events.
+        corrections = 0
+        if h0 is not None:
+            corrections = sum(1 for line in lines if line.hour < h0)
+            corrections += sum(1 for _, hour in measure_keys if hour < h0)
         result = ChunkResult(
             run_id=run_id,
             kind=SCHEDULED,

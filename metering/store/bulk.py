@@ -1,9 +1,9 @@
 """Many-row inserts through the driver's executemany, in batches.
 
-At tens of thousands of rows per run, SQLAlchemy's per-row parameter handling cost
-the hourly run three times what the server spent inserting (1M events, 27k usage
-lines: 1.4 s through Connection.execute, 0.5 s this way). The column types' own bind
-processors still convert every value, so what is stored does not change.
+At tens of thousands of rows per run, SQLAlchemy's per-row parameter handling costs
+the hourly run a quarter more than this (1M events, 27k usage lines: 0.65 s through
+Connection.execute, 0.50 s this way; benchmarks/scan_parts.py). The column types' own
+bind processors still convert every value, so what is stored does not change.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ def insert_rows(
     """Insert `rows` (values in `columns` order); returns how many."""
     compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
     processors = [_processor(table.c[name].type, conn.dialect) for name in columns]
+    order: list[int] | None = None
     if compiled.positional:
         assert compiled.positiontup is not None
         where = {name: i for i, name in enumerate(columns)}
@@ -36,7 +37,7 @@ def insert_rows(
         values = [
             value if p is None else p(value) for p, value in zip(processors, row, strict=True)
         ]
-        if compiled.positional:
+        if order is not None:
             return tuple(values[i] for i in order)
         return dict(zip(columns, values, strict=True))
 

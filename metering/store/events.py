@@ -29,6 +29,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
@@ -77,9 +78,13 @@ def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
         # `//`: SQLAlchemy renders `/` as true division, and fractional hours
         # would make two instants of one hour differ.
         return cast(func.strftime("%s", column), Integer) // 3600
-    # TO_SECONDS (whole seconds since year 0) costs MariaDB a fraction of
-    # TIMESTAMPDIFF, and 1970 is a whole number of hours after year 0.
-    return func.to_seconds(column).op("DIV")(3600) - _YEAR0_TO_1970_HOURS
+    return _mysql_year0_hour(column) - _YEAR0_TO_1970_HOURS
+
+
+def _mysql_year0_hour(column: Any) -> ColumnElement[Any]:
+    """Hours since year 0: TO_SECONDS (whole seconds since year 0) costs MariaDB a
+    fraction of TIMESTAMPDIFF, and 1970 is a whole number of hours after year 0."""
+    return func.to_seconds(column).op("DIV")(3600)
 
 
 def _sqlite_epoch_hour_before(column: Any) -> ColumnElement[Any]:
@@ -104,7 +109,7 @@ def _simple_mysql() -> ColumnElement[bool]:
     # takes as false, and the columns are no wider than the core's limits (the
     # migrations create them), so a value the server holds is never over-long.
     # (tests/test_foundation.py checks the widths on the migrated database.)
-    next_hour_seconds = (func.to_seconds(ev.c.period_start).op("DIV")(3600) + 1) * 3600
+    next_hour_seconds = (_mysql_year0_hour(ev.c.period_start) + 1) * 3600
     end_seconds_up = func.to_seconds(ev.c.period_end) + (func.microsecond(ev.c.period_end) > 0)
     return and_(
         ev.c.kind == "quantity",
@@ -176,16 +181,13 @@ def max_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(ev.c.id), 0))).scalar_one())
 
 
-def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> RangeScan:
-    """Read [lo, hi] once: the database sums simple measures per (account, entity,
-    resource_id, unit, hour), added here into `sums` ((key, hour ms) -> amount); every
-    other row comes back alone, as its id, so a window costs one primary-key range
-    scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
+def scan_query(conn: Connection, lo: int, hi: int) -> Select[Any]:
+    """The one query scan_range sends (benchmarks/scan_parts.py times it too)."""
     single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
     hour = _epoch_hour(conn, ev.c.period_start).label("g_hour")
-    query = (
+    return (
         select(
             single,
             ev.c.unit,
@@ -200,11 +202,20 @@ def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> 
         # By alias: given the expressions, MariaDB evaluated them again for grouping
         # (2.5x the time at 1M rows). Aliases unlike any column: MySQL resolves a
         # GROUP BY name to a table column first. The order is MariaDB's fastest of
-        # those measured (short columns first: 2.1 s at 1M rows, 3.2 s with the
-        # text columns first); the raw unit, as its default is cheaper applied here.
+        # those measured (short columns first: 1.9 s at 1M rows, 2.9 s with the text
+        # columns first: benchmarks/scan_parts.py); the raw unit, as its default is
+        # cheaper applied here.
         .group_by(*(literal_column(name) for name in ("g_single", "unit", "g_hour", "account",
                                                       "entity", "resource_id")))
     )  # fmt: skip
+
+
+def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> RangeScan:
+    """Read [lo, hi] once: the database sums simple measures per (account, entity,
+    resource_id, unit, hour), added here into `sums` ((key, hour ms) -> amount); every
+    other row comes back alone, as its id, so a window costs one primary-key range
+    scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
+    query = scan_query(conn, lo, hi)
     rows = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
