@@ -29,13 +29,18 @@ def _ms(delta: timedelta) -> int:
     return delta // timedelta(milliseconds=1)
 
 
+def blank(value: str | None) -> bool:
+    """Rule 9: a text field of only whitespace is missing."""
+    return value is None or value.strip() == ""
+
+
 def billable_resource(e: Mapping[str, Any]) -> bool:
     return (
         e["kind"] == "resource"
         and e["action"] in RESOURCE_ACTIONS
-        and bool(e["account"])
-        and bool(e["entity"])
-        and bool(e["resource_id"])
+        and not blank(e["account"])
+        and not blank(e["entity"])
+        and not blank(e["resource_id"])
         and e["occurred_at"] is not None
     )
 
@@ -44,9 +49,9 @@ def billable_measure(e: Mapping[str, Any]) -> bool:
     return (
         e["kind"] == "quantity"
         and e["action"] == "measure"
-        and bool(e["account"])
-        and bool(e["entity"])
-        and bool(e["resource_id"])
+        and not blank(e["account"])
+        and not blank(e["entity"])
+        and not blank(e["resource_id"])
         and e["quantity"] is not None
         and e["quantity"] >= 0
         and e["period_start"] is not None
@@ -71,7 +76,7 @@ def running_spans(
     for _, e in ordered:
         if destroyed:
             break
-        when, given = e["occurred_at"], e["offering"] or ""
+        when, given = e["occurred_at"], "" if blank(e["offering"]) else e["offering"]
         action = e["action"]
         if action in ("create", "start"):
             if running_since is None:
@@ -120,7 +125,7 @@ def expected(events: Sequence[Mapping[str, Any]], until: datetime) -> dict[Bille
         if billable_resource(e):
             by_resource[(e["account"], e["entity"], e["resource_id"])].append(e)
         elif billable_measure(e):
-            unit = e["unit"] or "byte"
+            unit = "byte" if blank(e["unit"]) else e["unit"]
             for hour, amount in measure_parts(
                 e["quantity"], e["period_start"], e["period_end"]
             ).items():

@@ -61,6 +61,10 @@ class RawEvent:
     unit: str | None
     period_start: int | None
     period_end: int | None
+    # Columns that hold a value which is not what the column means (a time that is no
+    # time, a quantity that is no whole number: SQLite stores whatever it is given),
+    # with that value as stored, so the rejection can quote it.
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,19 @@ def _quote(value: str) -> str:
     return text
 
 
+def is_blank(value: str | None) -> bool:
+    """Absent, empty or only whitespace: a producer's way of writing nothing (rule 9)."""
+    return value is None or not value.strip()
+
+
+# The code points str.strip() removes (str.isspace), for the SQL that must agree
+# with is_blank; tests/core/test_events.py holds the list to Python's own.
+WHITESPACE: Final[tuple[int, ...]] = (
+    *range(0x09, 0x0E), *range(0x1C, 0x21), 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+    0x2028, 0x2029, 0x202F, 0x205F, 0x3000,
+)  # fmt: skip
+
+
 def _in_range(t: int) -> bool:
     return MIN_TIME <= t <= MAX_TIME
 
@@ -121,9 +138,22 @@ def _common_reason(raw: RawEvent) -> str | None:
     if raw.action not in allowed:
         return f"unknown action {_quote(raw.action or '')} for kind {_quote(raw.kind)}"
     for column in ("account", "entity", "resource_id"):
-        if not texts[column]:
+        if is_blank(texts[column]):
             return f"missing {column}"
+    for column, value in raw.unreadable:
+        if column in _IGNORED[raw.kind]:
+            continue
+        if column == "quantity":
+            return f"quantity is not a whole number: {_quote(value)}"
+        return f"unreadable {column} {_quote(value)}"
     return None
+
+
+# Columns a kind does not bill from: what they hold does not matter.
+_IGNORED: Final[dict[str, frozenset[str]]] = {
+    "resource": frozenset({"quantity", "period_start", "period_end"}),
+    "quantity": frozenset({"occurred_at"}),
+}
 
 
 def _resource(raw: RawEvent) -> ResourceEvent | str:
@@ -135,8 +165,8 @@ def _resource(raw: RawEvent) -> ResourceEvent | str:
         id=raw.id,
         key=(raw.account, raw.entity, raw.resource_id),
         action=raw.action,
-        # An empty offering column means "not given", not an offering named "".
-        offering=raw.offering or None,
+        # A blank offering column means "not given", not an offering named " ".
+        offering=None if is_blank(raw.offering) else raw.offering,
         occurred_at=raw.occurred_at,
     )
 
@@ -164,7 +194,12 @@ def _measure(raw: RawEvent) -> Measure | str:
         return "period longer than 366 days"
     return Measure(
         id=raw.id,
-        key=(raw.account, raw.entity, raw.resource_id, raw.unit or DEFAULT_UNIT),
+        key=(
+            raw.account,
+            raw.entity,
+            raw.resource_id,
+            DEFAULT_UNIT if raw.unit is None or is_blank(raw.unit) else raw.unit,
+        ),
         quantity=quantity,
         period_start=start,
         period_end=end,

@@ -9,9 +9,12 @@ two predicates are exact complements, NULL-safe, so every row lands in one of th
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from sys import intern
 from typing import Any
 
@@ -40,8 +43,10 @@ from metering.core.events import (
     MAX_QUANTITY,
     MAX_TEXT,
     MIN_TIME,
+    WHITESPACE,
     RawEvent,
     ResourceKey,
+    is_blank,
 )
 from metering.store.keys import key_match
 from metering.store.schema import usage_events as ev
@@ -60,16 +65,85 @@ class _Raw(UserDefinedType[Any]):
         return "RAW"
 
 
-def parse_raw_time(value: Any) -> int | None:
-    """Epoch ms of a stored time, or None when absent or unreadable (rejected later)."""
+# The text forms SQLite's date functions read (and Python's reading agrees with):
+# a date, optionally a time to the minute, second or fraction, optionally an offset.
+_TEXT_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|[+-]\d{2}:\d{2})?)?",
+    re.ASCII,
+)
+
+
+class Unreadable(str):
+    """A stored value that does not mean what its column says (kept to quote it)."""
+
+
+def parse_raw_time(value: Any) -> int | Unreadable | None:
+    """Epoch ms of a stored time, None when absent, Unreadable when it is no time.
+
+    SQLite holds whatever text a producer wrote; fractions beyond milliseconds are
+    cut, as MariaDB's DATETIME(3) would round them away on insert anyway.
+    """
     if value is None:
         return None
     if isinstance(value, datetime):
         return to_ms(value)
+    text = value if isinstance(value, str) else repr(value)
+    match = _TEXT_TIME.fullmatch(text)
+    if match is None:
+        return Unreadable(text)
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        return to_ms(datetime.fromisoformat(str(value).strip()))
-    except (ValueError, OverflowError):
-        return None
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0")[:3].ljust(3, "0")) * 1000,
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return Unreadable(text)
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        if offset >= timedelta(days=1):
+            return Unreadable(text)
+        moment -= sign * offset
+    try:
+        return to_ms(moment)
+    except OverflowError:
+        return Unreadable(text)
+
+
+def parse_raw_quantity(value: Any) -> int | Unreadable | None:
+    """A stored quantity as a whole number, however the row stores it (SQLite keeps
+    REAL and TEXT in a BIGINT column): 3.0 and '3' are 3; 0.5 and 'n/a' are not."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        return Unreadable(repr(value))
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else str(value))
+    except (InvalidOperation, ValueError, TypeError):
+        return Unreadable(value if isinstance(value, str) else repr(value))
+    if not number.is_finite() or number != number.to_integral_value():
+        return Unreadable(value if isinstance(value, str) else repr(value))
+    # Far beyond any valid quantity: not worth building a huge int for the rejection.
+    return int(number) if number.adjusted() < 30 else MAX_QUANTITY + 1
+
+
+def _text(value: Any) -> Any:
+    """Text columns as str: SQLite returns what the producer stored (5, b'x')."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
@@ -92,10 +166,6 @@ def _sqlite_epoch_hour_before(column: Any) -> ColumnElement[Any]:
     return cast(func.strftime("%s", column, "-0.001 seconds"), Integer) // 3600
 
 
-def _not_empty(column: Any, limit: int) -> ColumnElement[bool]:
-    return and_(column != "", func.char_length(column) <= limit)
-
-
 def simple_measure(conn: Connection) -> ColumnElement[bool]:
     """True for a measure the database may sum as is (valid, one hour); else false
     or NULL, so it belongs in a CASE WHEN, which takes NULL as false."""
@@ -114,9 +184,7 @@ def _simple_mysql() -> ColumnElement[bool]:
     return and_(
         ev.c.kind == "quantity",
         ev.c.action == "measure",
-        ev.c.account != "",
-        ev.c.entity != "",
-        ev.c.resource_id != "",
+        *(_mysql_not_blank(column) for column in (ev.c.account, ev.c.entity, ev.c.resource_id)),
         ev.c.quantity >= 0,
         ev.c.quantity <= MAX_QUANTITY,
         ev.c.period_start >= from_ms(MIN_TIME),
@@ -128,22 +196,48 @@ def _simple_mysql() -> ColumnElement[bool]:
     )
 
 
+def _mysql_not_blank(column: Any) -> ColumnElement[bool]:
+    """False for a blank value (and for some that merely start with whitespace, which
+    the core then reads alone): ORD gives the first character's UTF-8 bytes as a
+    number (0 for ''), so no per-row trimming is needed."""
+    return func.ord(column).not_in(_WHITESPACE_ORD)
+
+
+_WHITESPACE_ORD = (0, *(int.from_bytes(chr(c).encode(), "big") for c in WHITESPACE))
+
+
+def _sqlite_not_blank(column: Any) -> ColumnElement[bool]:
+    # unicode('') is NULL: false in a CASE WHEN, as wanted.
+    return and_(func.typeof(column) == "text", func.unicode(column).not_in(WHITESPACE))
+
+
+def _sqlite_canonical(column: Any) -> ColumnElement[bool]:
+    """metering's own text form of a valid time: anything else a producer stored (no
+    fraction, a 'T', an offset, 30 February) is read alone by the core."""
+    same: ColumnElement[bool] = func.strftime("%Y-%m-%d %H:%M:%f", column) == column
+    return same
+
+
 def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
     return and_(
         ev.c.kind == "quantity",
         ev.c.action == "measure",
-        _not_empty(ev.c.account, MAX_TEXT["account"]),
-        _not_empty(ev.c.entity, MAX_TEXT["entity"]),
-        _not_empty(ev.c.resource_id, MAX_TEXT["resource_id"]),
+        *(
+            and_(_sqlite_not_blank(column), func.char_length(column) <= MAX_TEXT[column.name])
+            for column in (ev.c.account, ev.c.entity, ev.c.resource_id)
+        ),
         func.char_length(ev.c.event_id) <= MAX_TEXT["event_id"],
+        # A blank unit is the default one: grouped apart, added up in scan_range.
+        func.typeof(ev.c.unit).in_(("text", "null")),
         func.char_length(func.coalesce(ev.c.unit, "")) <= MAX_TEXT["unit"],
         # Unused by measures, but over-long text is rejected whatever the column.
         func.char_length(func.coalesce(ev.c.offering, "")) <= MAX_TEXT["offering"],
-        ev.c.quantity.is_not(None),
+        # SQLite keeps REAL and TEXT in a BIGINT column: only integers are summed here.
+        func.typeof(ev.c.quantity) == "integer",
         ev.c.quantity >= 0,
         ev.c.quantity <= MAX_QUANTITY,
-        ev.c.period_start.is_not(None),
-        ev.c.period_end.is_not(None),
+        _sqlite_canonical(ev.c.period_start),
+        _sqlite_canonical(ev.c.period_end),
         _epoch_hour(conn, ev.c.period_start) >= MIN_TIME // HOUR,
         or_(
             ev.c.period_end == ev.c.period_start,
@@ -152,11 +246,6 @@ def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
                 _epoch_hour(conn, ev.c.period_start) == _sqlite_epoch_hour_before(ev.c.period_end),
             ),
         ),
-        # Text times: only the canonical form compares correctly as text.
-        func.length(ev.c.period_start) == 23,
-        func.length(ev.c.period_end) == 23,
-        func.substr(ev.c.period_start, 11, 1) == " ",
-        func.substr(ev.c.period_end, 11, 1) == " ",
         # SQLite's length() stops at a NUL: such text goes to the core's check.
         *(
             func.instr(cast(column, LargeBinary), literal(b"\x00")) == 0
@@ -195,7 +284,7 @@ def scan_query(conn: Connection, lo: int, hi: int) -> Select[Any]:
             ev.c.account,
             ev.c.entity,
             ev.c.resource_id,
-            func.sum(ev.c.quantity),
+            *_quantity_sums(conn),
             func.count(),
         )
         .where(ev.c.id.between(lo, hi))
@@ -210,23 +299,39 @@ def scan_query(conn: Connection, lo: int, hi: int) -> Select[Any]:
     )  # fmt: skip
 
 
+def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """SUM(quantity) as two sums that cannot overflow. MariaDB sums a BIGINT into a
+    DECIMAL, exactly; SQLite's integer SUM fails past 2^63 ("integer overflow": one
+    key's volume would stop every run), so it sums the high and low 32 bits apart."""
+    if conn.dialect.name != "sqlite":
+        return func.sum(ev.c.quantity), literal(0)
+    return (
+        func.sum(ev.c.quantity.op(">>")(32)),
+        func.sum(ev.c.quantity.op("&")(_LOW_BITS)),
+    )
+
+
+_LOW_BITS = 2**32 - 1
+
+
 def scan_range(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> RangeScan:
     """Read [lo, hi] once: the database sums simple measures per (account, entity,
     resource_id, unit, hour), added here into `sums` ((key, hour ms) -> amount); every
     other row comes back alone, as its id, so a window costs one primary-key range
     scan whatever its mix. Rows stream: memory follows the groups, not the rows."""
     query = scan_query(conn, lo, hi)
+    shift = 32 if conn.dialect.name == "sqlite" else 0
     rows = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
-        rows += row[7]
+        rows += row[8]
         if row[0]:
             others.append(int(row[0]))
         else:
             # Entities and units repeat across thousands of groups: one string each.
-            unit = intern(row[1] or DEFAULT_UNIT)
+            unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
             key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
-            sums[key] = sums.get(key, 0) + int(row[6])
+            sums[key] = sums.get(key, 0) + (int(row[6]) << shift) + int(row[7])
     others.sort()
     return RangeScan(rows, others)
 
@@ -241,7 +346,7 @@ _RAW_COLUMNS = (
     ev.c.resource_id,
     ev.c.offering,
     type_coerce(ev.c.occurred_at, _Raw()),
-    ev.c.quantity,
+    type_coerce(ev.c.quantity, _Raw()),
     ev.c.unit,
     type_coerce(ev.c.period_start, _Raw()),
     type_coerce(ev.c.period_end, _Raw()),
@@ -249,20 +354,29 @@ _RAW_COLUMNS = (
 
 
 def _raw(row: Sequence[Any]) -> RawEvent:
+    unreadable: list[tuple[str, str]] = []
+
+    def read(column: str, value: int | Unreadable | None) -> int | None:
+        if isinstance(value, Unreadable):
+            unreadable.append((column, str(value)))
+            return None
+        return value
+
     return RawEvent(
         id=int(row[0]),
-        event_id=row[1],
-        kind=row[2],
-        entity=row[3],
-        action=row[4],
-        account=row[5],
-        resource_id=row[6],
-        offering=row[7],
-        occurred_at=parse_raw_time(row[8]),
-        quantity=None if row[9] is None else int(row[9]),
-        unit=row[10],
-        period_start=parse_raw_time(row[11]),
-        period_end=parse_raw_time(row[12]),
+        event_id=_text(row[1]),
+        kind=_text(row[2]),
+        entity=_text(row[3]),
+        action=_text(row[4]),
+        account=_text(row[5]),
+        resource_id=_text(row[6]),
+        offering=_text(row[7]),
+        occurred_at=read("occurred_at", parse_raw_time(row[8])),
+        quantity=read("quantity", parse_raw_quantity(row[9])),
+        unit=_text(row[10]),
+        period_start=read("period_start", parse_raw_time(row[11])),
+        period_end=read("period_end", parse_raw_time(row[12])),
+        unreadable=tuple(unreadable),
     )
 
 
@@ -303,6 +417,18 @@ def missing_ids(conn: Connection, lo: int, hi: int) -> list[tuple[int, int]]:
     return sorted(ranges)
 
 
+def _text_slack(conn: Connection) -> timedelta:
+    """How far a time filter must reach beyond its bound to catch every row.
+
+    SQLite compares times as text, which is right only for metering's own form: a
+    producer's '...12:00:00' sorts before '...12:00:00.000', a 'T' after a space, and
+    an offset moves the instant up to 14 hours. The date always comes first, so two
+    days' slack (the filter's index still bounds the scan) catches all of them, and
+    callers keep what the core's reading of the time says is in range.
+    """
+    return timedelta(days=2) if conn.dialect.name == "sqlite" else timedelta(0)
+
+
 def resource_history(
     conn: Connection, keys: Sequence[ResourceKey], since: datetime | None = None
 ) -> dict[ResourceKey, list[RawEvent]]:
@@ -314,7 +440,7 @@ def resource_history(
         match = key_match(batch)
         query = select(*_RAW_COLUMNS).where(match, ev.c.kind == "resource")
         if since is not None:
-            query = query.where(ev.c.occurred_at >= since)
+            query = query.where(ev.c.occurred_at >= since - _text_slack(conn))
         for row in conn.execute(query):
             raw = _raw(row)
             found[(raw.account, raw.entity, raw.resource_id)].append(raw)
@@ -331,10 +457,8 @@ def measures_overlapping(
         .where(
             ev.c.kind == "quantity",
             ev.c.id <= last_id,
-            ev.c.period_start >= earliest_start,
-            # A day of slack: on SQLite, rows in a non-canonical text form compare
-            # imprecisely; the caller keeps only parts that overlap [start, end).
-            ev.c.period_start < end + timedelta(days=1),
+            ev.c.period_start >= earliest_start - _text_slack(conn),
+            ev.c.period_start < end + _text_slack(conn),
         )
         .order_by(ev.c.id)
     )

@@ -33,7 +33,7 @@ def offering_at(events: Iterable[ModelEvent], t: int) -> str | None:
             continue
         if action in ("create", "start") and not running:
             running = True
-            if offering:
+            if offering and offering.strip():
                 known = offering
         elif action == "stop":
             running = False

@@ -16,6 +16,7 @@ from metering.core.events import (
     Measure,
     RawEvent,
     Rejection,
+    WHITESPACE,
     ResourceEvent,
     validate,
 )
@@ -228,3 +229,14 @@ def test_validate_never_raises_and_reasons_are_bounded(r: RawEvent) -> None:
         assert 0 <= result.quantity <= MAX_QUANTITY
         assert 0 <= result.period_end - result.period_start <= MAX_MEASURE_PERIOD
         assert all(result.key)
+
+
+def test_whitespace_is_what_python_strips() -> None:
+    assert WHITESPACE == tuple(c for c in range(0x110000) if chr(c).isspace())
+
+
+@pytest.mark.parametrize("blank", [" ", "\t", "\u00a0", "\u3000 \n"])
+def test_blank_names_are_missing_and_blank_options_default(blank: str) -> None:
+    assert reason(raw_quantity(account=blank)) == "missing account"
+    measure = validate(raw_quantity(unit=blank))
+    assert isinstance(measure, Measure) and measure.key[3] == "byte"

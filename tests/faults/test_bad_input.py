@@ -116,9 +116,11 @@ def clean_rows(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "kind": kind,
         "action": draw(st.sampled_from(RESOURCE_ACTIONS if kind == "resource" else ("measure",))),
-        "account": draw(st.sampled_from([v for v in identity_pool("account") if v])),
+        "account": draw(st.sampled_from([v for v in identity_pool("account") if v.strip()])),
         "entity": draw(st.sampled_from(["vm", "VM", "vm ", "ip", SQL])),
-        "resource_id": draw(st.sampled_from([v for v in identity_pool("resource_id") if v])),
+        "resource_id": draw(
+            st.sampled_from([v for v in identity_pool("resource_id") if v.strip()])
+        ),
         "offering": draw(st.sampled_from([None, "small", "large", "", SQL])),
         "occurred_at": draw(near_times()),
         "quantity": draw(st.one_of(st.integers(0, 10**6), st.just(MAX_QUANTITY))),
@@ -241,7 +243,7 @@ def reference_valid(row: Mapping[str, Any]) -> bool:
     """The contract's rule 9 plus the documented limits, written out on its own."""
     if any(row[c] is not None and len(row[c]) > limit for c, limit in MAX_TEXT.items()):
         return False
-    if not (row["account"] and row["entity"] and row["resource_id"]):
+    if not all(row[c].strip() for c in ("account", "entity", "resource_id")):
         return False
     if row["kind"] == "resource":
         return row["action"] in RESOURCE_ACTIONS and in_range(row["occurred_at"])
