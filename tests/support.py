@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, insert, select
 
 from metering import migrate
 from metering.db import make_engine
@@ -114,7 +114,9 @@ def run(engine: Engine, now: str | datetime, tmp_path: Path, **options: Any) -> 
 
 
 def billed(engine: Engine) -> dict[BilledKey, Decimal]:
-    """SUM(quantity) per key, zero sums dropped: what the contract calls the billed amount."""
+    """SUM(quantity) per key, zero sums dropped: what the contract calls the billed amount.
+
+    Added up here from the stored values: SQLite's own SUM goes through a double."""
     lines = usage_lines.c
     query = select(
         lines.account,
@@ -123,17 +125,10 @@ def billed(engine: Engine) -> dict[BilledKey, Decimal]:
         lines.offering,
         lines.unit,
         lines.period_start,
-        func.sum(lines.quantity),
-    ).group_by(
-        lines.account,
-        lines.entity,
-        lines.resource_id,
-        lines.offering,
-        lines.unit,
-        lines.period_start,
+        lines.quantity,
     )
     sums: dict[BilledKey, Decimal] = defaultdict(Decimal)
     with engine.connect() as conn:
-        for a, e, r, o, u, hour, total in conn.execute(query):
-            sums[(a, e, r, o, u, hour)] += to_decimal(total)
+        for a, e, r, o, u, hour, quantity in conn.execute(query):
+            sums[(a, e, r, o, u, hour)] += to_decimal(quantity)
     return {k: v for k, v in sums.items() if v != 0}

@@ -56,7 +56,9 @@ def insert_rows(
 
 
 def _processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
-    process = column_type.bind_processor(dialect)
+    # The dialect's own variant: a TypeDecorator's bind_processor alone chains the
+    # generic impl's processor (Numeric's turns every quantity into a double on SQLite).
+    process = column_type.dialect_impl(dialect).bind_processor(dialect)
     if process is None or not isinstance(column_type, UTCDateTime):
         return process
     # Remembered: a run's lines share a few hours, and converting a datetime is the

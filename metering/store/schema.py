@@ -20,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from metering.store.types import BigId, Quantity, UTCDateTime
+from metering.store.types import BigId, Quantity, UTCDateTime, WholeQuantity
 
 metadata = MetaData()
 
@@ -152,7 +152,7 @@ pending_usage = Table(
     Column("resource_id", String(64), nullable=False),
     Column("unit", String(16), nullable=False),
     Column("hour", UTCDateTime(), nullable=False),
-    Column("quantity", BigInteger, nullable=False),
+    Column("quantity", WholeQuantity(), nullable=False),
     Index("ix_pending_usage_hour", "hour"),
     sqlite_autoincrement=True,
 )

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, Numeric, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
 MILLI = Decimal("0.001")
 
@@ -61,23 +61,51 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class Quantity(TypeDecorator[Decimal]):
-    """DECIMAL(20,3); SQLite stores numbers as INTEGER/REAL, so results are re-quantized."""
+class _SqliteNumber(UserDefinedType[Any]):
+    """A numeric column SQLite gets values for untouched: Numeric's own processors
+    would turn every bound value into a double."""
 
-    impl = Numeric(20, 3)
+    cache_ok = True
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def get_col_spec(self, **_: Any) -> str:
+        return self.spec
+
+
+# Line capacity: 25 digits before the point. Valid measures are at most 10^15 each
+# (metering.core.events.MAX_QUANTITY), so no key-hour of fewer than 10^10 of them can
+# reach it; and 28 digits are what Python's default Decimal context holds exactly.
+LINE_DIGITS = 28
+_INT64 = 2**63
+
+
+class Quantity(TypeDecorator[Decimal]):
+    """DECIMAL(28,3), exact on both databases.
+
+    SQLite has no decimals: a NUMERIC column turns '9007199254740993.000' into a
+    double (...992). Whole values that fit 64 bits are bound as integers, which it
+    stores exactly; others as text, which it stores as a double (exact for the
+    millisecond fractions of running time; the rest only past 2^63 units an hour).
+    """
+
+    impl = Numeric(LINE_DIGITS, 3)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(Numeric(20, 3, asdecimal=False))
-        return dialect.type_descriptor(Numeric(20, 3))
+            return _SqliteNumber(f"NUMERIC({LINE_DIGITS}, 3)")
+        return dialect.type_descriptor(Numeric(LINE_DIGITS, 3))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
         value = Decimal(value).quantize(MILLI)
         if dialect.name == "sqlite":
-            # Text keeps every digit; SQLite's NUMERIC affinity stores whole values as INTEGER.
+            whole = int(value)
+            if whole == value and -_INT64 <= whole < _INT64:
+                return whole
             return str(value)
         return value
 
@@ -87,8 +115,36 @@ class Quantity(TypeDecorator[Decimal]):
         return to_decimal(value)
 
 
+class WholeQuantity(TypeDecorator[int]):
+    """DECIMAL(28,0) for sums of measure parts (pending_usage): a BIGINT would
+    overflow where a line does not."""
+
+    impl = Numeric(LINE_DIGITS, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return _SqliteNumber("BIGINT")
+        return dialect.type_descriptor(Numeric(LINE_DIGITS, 0))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite" and not -_INT64 <= value < _INT64:
+            return str(value)
+        return int(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(to_decimal(value))
+
+
 def to_decimal(value: Any) -> Decimal:
     """A database number (int, float from SQLite, Decimal, str) as a Decimal with 3 places."""
     if isinstance(value, float):
-        return Decimal(repr(value)).quantize(MILLI)
+        # A whole double is converted exactly (past 2^53 repr would round it); others
+        # are fractions of at most 15 digits, which repr gives back as written.
+        exact = Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
+        return exact.quantize(MILLI)
     return Decimal(value).quantize(MILLI)

@@ -6,14 +6,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 from metering.core.events import QuantityKey, ResourceKey
 from metering.store.bulk import insert_rows
 from metering.store.keys import key_match
 from metering.store.schema import pending_usage, usage_lines
-from metering.store.types import to_decimal
+from metering.store.sums import grouped_sums
 from metering.timeutil import from_ms, to_ms
 
 RUNNING = "running"
@@ -80,35 +80,19 @@ def billed_running(
     billed: dict[ResourceKey, dict[tuple[str, int], int]] = {key: {} for key in keys}
     if start >= end:
         return billed
-    total = func.sum(usage_lines.c.quantity)
+    c = usage_lines.c
     for first in range(0, len(keys), 200):
         batch = keys[first : first + 200]
-        match = key_match(batch)
-        query = (
-            select(
-                usage_lines.c.account,
-                usage_lines.c.entity,
-                usage_lines.c.resource_id,
-                usage_lines.c.offering,
-                usage_lines.c.period_start,
-                total,
-            )
-            .where(
-                match,
-                usage_lines.c.source == RUNNING,
-                usage_lines.c.period_start >= from_ms(start),
-                usage_lines.c.period_start < from_ms(end),
-            )
-            .group_by(
-                usage_lines.c.account,
-                usage_lines.c.entity,
-                usage_lines.c.resource_id,
-                usage_lines.c.offering,
-                usage_lines.c.period_start,
-            )
-        )
-        for a, e, r, offering, hour, amount in conn.execute(query):
-            ms = int(to_decimal(amount) * _MS)
+        for (a, e, r, offering, hour), amount in grouped_sums(
+            conn,
+            (c.account, c.entity, c.resource_id, c.offering, c.period_start),
+            c.quantity,
+            key_match(batch),
+            c.source == RUNNING,
+            c.period_start >= from_ms(start),
+            c.period_start < from_ms(end),
+        ):
+            ms = int(amount * _MS)
             if ms:
                 billed[(a, e, r)][(offering, to_ms(hour))] = ms
     return billed
@@ -116,60 +100,33 @@ def billed_running(
 
 def billed_measures(conn: Connection, start: int, end: int) -> dict[tuple[QuantityKey, int], int]:
     """Units already billed per (account, entity, resource_id, unit) and hour in [start, end)."""
-    query = (
-        select(
-            usage_lines.c.account,
-            usage_lines.c.entity,
-            usage_lines.c.resource_id,
-            usage_lines.c.unit,
-            usage_lines.c.period_start,
-            func.sum(usage_lines.c.quantity),
-        )
-        .where(
-            usage_lines.c.source == MEASURE,
-            usage_lines.c.period_start >= from_ms(start),
-            usage_lines.c.period_start < from_ms(end),
-        )
-        .group_by(
-            usage_lines.c.account,
-            usage_lines.c.entity,
-            usage_lines.c.resource_id,
-            usage_lines.c.unit,
-            usage_lines.c.period_start,
-        )
-    )
+    c = usage_lines.c
     billed: dict[tuple[QuantityKey, int], int] = {}
-    for a, e, r, unit, hour, amount in conn.execute(query):
-        value = int(to_decimal(amount))
-        if value:
-            billed[((a, e, r, unit), to_ms(hour))] = value
+    for (a, e, r, unit, hour), amount in grouped_sums(
+        conn,
+        (c.account, c.entity, c.resource_id, c.unit, c.period_start),
+        c.quantity,
+        c.source == MEASURE,
+        c.period_start >= from_ms(start),
+        c.period_start < from_ms(end),
+    ):
+        if amount:
+            billed[((a, e, r, unit), to_ms(hour))] = int(amount)
     return billed
 
 
 def take_pending(conn: Connection, before: int) -> dict[tuple[QuantityKey, int], int]:
     """Remove and return the pending measure parts of hours before `before`."""
     cutoff = from_ms(before)
-    query = (
-        select(
-            pending_usage.c.account,
-            pending_usage.c.entity,
-            pending_usage.c.resource_id,
-            pending_usage.c.unit,
-            pending_usage.c.hour,
-            func.sum(pending_usage.c.quantity),
+    c = pending_usage.c
+    parts = {
+        ((a, e, r, u), to_ms(h)): int(q)
+        for (a, e, r, u, h), q in grouped_sums(
+            conn, (c.account, c.entity, c.resource_id, c.unit, c.hour), c.quantity, c.hour < cutoff
         )
-        .where(pending_usage.c.hour < cutoff)
-        .group_by(
-            pending_usage.c.account,
-            pending_usage.c.entity,
-            pending_usage.c.resource_id,
-            pending_usage.c.unit,
-            pending_usage.c.hour,
-        )
-    )
-    parts = {((a, e, r, u), to_ms(h)): int(q) for a, e, r, u, h, q in conn.execute(query)}
+    }
     if parts:
-        conn.execute(delete(pending_usage).where(pending_usage.c.hour < cutoff))
+        conn.execute(delete(pending_usage).where(c.hour < cutoff))
     return parts
 
 
