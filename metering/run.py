@@ -27,10 +27,11 @@ from metering import logs
 from metering.core import billing
 from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
 from metering.core.slicing import hour_of, split_measure
-from metering.core.spans import ResourceState, replay
+from metering.core.spans import Anomaly, ResourceState, replay
 from metering.db import write_lock
 from metering.errors import UsageError, WatermarkLost
 from metering.lock import contention_errors, run_lock
+from metering.scratch import sqlite_copy
 from metering.store import events as store_events
 from metering.store import runs as store_runs
 from metering.store import state as store_state
@@ -124,15 +125,12 @@ def execute(
         raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
     job = _Job(request, until, since, wall_clock, pause, progress)
     if request.dry_run:
-        with engine.connect() as conn, contention_errors("run"):
-            outer = conn.begin()
-            try:
-                job.work(conn, commit=False)
-                job.outcome.lines = store_usage.lines_of_runs(
-                    conn, [r.run_id for r in job.outcome.runs]
-                )
-            finally:
-                outer.rollback()
+        with (
+            sqlite_copy(engine)
+            if engine.dialect.name == "sqlite"
+            else nullcontext(engine) as target
+        ):
+            _dry_run(job, target)
         return job.outcome
     with (
         run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
@@ -141,6 +139,19 @@ def execute(
     ):
         job.work(write_lock(conn), commit=True)
     return job.outcome
+
+
+def _dry_run(job: _Job, engine: Engine) -> None:
+    """The run's own chunks in one transaction, rolled back."""
+    with engine.connect() as conn, contention_errors("run"):
+        outer = conn.begin()
+        try:
+            job.work(conn, commit=False)
+            job.outcome.lines = store_usage.lines_of_runs(
+                conn, [r.run_id for r in job.outcome.runs]
+            )
+        finally:
+            outer.rollback()
 
 
 class _Job:
@@ -219,6 +230,10 @@ class _Job:
                 "(docs/operations.md, 'The watermark was lost') before running again"
             )
         if h0 is not None and self.until < h0:
+            if self.request.until is not None:
+                # --until before the watermark: hours the backfill re-derived, not a
+                # clock that went back.
+                return None
             self.outcome.clock_stepped_back = True
             log.warning(
                 "clock_behind_watermark",
@@ -359,6 +374,7 @@ class _Job:
                 starts[key] = h0
         first = min(starts.values(), default=h1)
         billed = store_usage.billed_running(conn, list(starts), first, h1)
+        anomalies: list[Anomaly] = []
         for key, start in starts.items():
             old = before.get(key)
             rebilled = billing.rebill_resource(
@@ -366,17 +382,13 @@ class _Job:
                 start=start,
                 until=h1,
                 billed={k: v for k, v in billed[key].items() if k[1] >= start},
-                new_ids=batch.new_ids,
-                billed_until=h0,
                 state=old.state if key not in late_set and old else ResourceState(),
             )
             for (offering, hour), ms in sorted(
                 rebilled.amounts.items(), key=lambda i: (i[0][1], i[0][0])
             ):
                 lines.append(store_usage.running_line(key, offering, hour, ms))
-            findings.extend(
-                Finding(a.id, names.get(a.id, ""), ANOMALY, a.reason) for a in rebilled.anomalies
-            )
+            anomalies.extend(rebilled.replay.anomalies)
             last_event_at = rebilled.replay.last_event_at
             if key not in late_set and old and old.last_event_at is not None:
                 last_event_at = max(old.last_event_at, last_event_at or old.last_event_at)
@@ -389,6 +401,11 @@ class _Job:
                     last_seen_at=old.last_seen_at if old else None,
                 )
             )
+        recorded = store_runs.recorded_anomalies(conn, sorted({a.id for a in anomalies}))
+        findings.extend(
+            Finding(a.id, names.get(a.id, ""), ANOMALY, a.reason)
+            for a in billing.unrecorded(anomalies, recorded)
+        )
         return touched, saved
 
     # -- backfill -----------------------------------------------------------------
@@ -528,7 +545,6 @@ class _Batch:
         default_factory=lambda: defaultdict(list)
     )
     rejections: list[Finding] = field(default_factory=list)
-    new_ids: set[int] = field(default_factory=set)
     gaps: list[Gap] = field(default_factory=list)
     max_period: int = 0
 
@@ -557,7 +573,6 @@ def _read_new(
                 )
             elif isinstance(checked, ResourceEvent):
                 batch.resources[checked.key].append(checked)
-                batch.new_ids.add(checked.id)
             else:
                 # Split as they come: a window may hold many, none is needed twice.
                 for hour, amount in split_measure(

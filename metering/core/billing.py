@@ -19,7 +19,6 @@ PartKey = tuple[QuantityKey, int]  # (quantity key, hour start)
 class Rebilled:
     amounts: dict[HourKey, int]  # milliseconds to write (negative: a correction)
     replay: Replay
-    anomalies: tuple[Anomaly, ...]  # those to record now
 
 
 def rebill_start(
@@ -43,25 +42,21 @@ def rebill_resource(
     start: int,
     until: int,
     billed: Mapping[HourKey, int],
-    new_ids: Set[int],
-    billed_until: int | None,
     state: ResourceState | None = None,
 ) -> Rebilled:
     """Truth over [start, until), minus `billed`: from the resource's whole history, or
-    from its `state` at billed_until and the events from then on.
-
-    An anomaly is recorded once: by the run that first reads its event, or by the
-    run that first applies it (an event read while its hour was still open).
-    """
+    from its `state` at billed_until and the events from then on."""
     result = replay(events, until, state or ResourceState())
     truth = running_by_hour(result.spans, start, until)
-    occurred = {e.id: e.occurred_at for e in events}
-    to_record = tuple(
-        a
-        for a in result.anomalies
-        if a.id in new_ids or billed_until is None or occurred[a.id] >= billed_until
-    )
-    return Rebilled(diff(truth, billed), result, to_record)
+    return Rebilled(diff(truth, billed), result)
+
+
+def unrecorded(anomalies: Iterable[Anomaly], recorded: Set[tuple[int, str]]) -> list[Anomaly]:
+    """The anomalies not yet on record: each (event, reason) is recorded once, by the
+    run whose replay first implies it -- when it reads the event, when it first
+    applies it (read while its hour was open), or when a late event re-orders the
+    history so that an event read long ago becomes one (rule 9)."""
+    return [a for a in dict.fromkeys(anomalies) if (a.id, a.reason) not in recorded]
 
 
 def rederive_resource(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from metering.store.schema import rejected_events, runs
@@ -67,3 +67,15 @@ def insert_findings(
     for start in range(0, len(rows), 5000):
         conn.execute(insert(rejected_events), rows[start : start + 5000])
     return len(rows)
+
+
+def recorded_anomalies(conn: Connection, row_ids: Sequence[int]) -> set[tuple[int, str]]:
+    """(event row id, reason) of the anomalies already on record for these events."""
+    found: set[tuple[int, str]] = set()
+    for start in range(0, len(row_ids), 1000):
+        query = select(rejected_events.c.event_row_id, rejected_events.c.reason).where(
+            rejected_events.c.category == ANOMALY,
+            rejected_events.c.event_row_id.in_(row_ids[start : start + 1000]),
+        )
+        found.update((int(i), reason) for i, reason in conn.execute(query))
+    return found
