@@ -15,8 +15,15 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# 1. Debian packages (MariaDB server/client).
+# 1. Debian packages (MariaDB server/client; systemd for systemd-analyze, which
+#    tests/test_systemd_unit.py runs offline on contrib/metering.service).
 bash scripts/mariadb.sh install
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    log "installing systemd (for systemd-analyze)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends systemd >/dev/null
+fi
 
 # 2. Python venv with the project + dev extra.
 PYTHON=${PYTHON:-python3}
