@@ -424,6 +424,12 @@ def render(outcome: ReconcileOutcome, fmt: str) -> str:
         )
         if outcome.dry_run:
             out.append(f"dry run: would insert {len(outcome.events)} events ({counts})")
+        elif outcome.inserted < len(outcome.events):
+            out.append(
+                f"inserted {outcome.inserted} of {len(outcome.events)} events ({counts}): "
+                f"{len(outcome.events) - outcome.inserted} already stored under the same id "
+                "by an earlier application of this snapshot"
+            )
         elif outcome.events:
             out.append(f"inserted {outcome.inserted} events ({counts})")
         else:
