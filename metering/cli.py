@@ -676,7 +676,8 @@ def rejected_command(
     type=click.Choice(["auto", "jsonl", "csv"]),
     default="auto",
     show_default=True,
-    help="Format of the --inventory file (auto: by its first character).",
+    help="Format of the --inventory file (auto: by its extension, .jsonl or .csv, "
+    "else by its first character).",
 )
 @click.option(
     "--policy",
@@ -755,7 +756,9 @@ def reconcile_command(
         parsed = (
             None
             if inventory is None
-            else reconcile_mod.parse_inventory(inventory.read(), input_format)
+            else reconcile_mod.parse_inventory(
+                inventory.read(), input_format, getattr(inventory, "name", None)
+            )
         )
         request = reconcile_mod.ReconcileRequest(
             inventory=parsed,

@@ -627,3 +627,51 @@ def test_an_event_already_stored_by_the_same_snapshot_is_not_counted_as_inserted
         again, "table"
     )
     assert event_count(engine) == 2
+
+
+# -- the file's format and emptiness ----------------------------------------------------------
+
+
+def reconcile_file(url: str, tmp_path: Path, name: str, data: bytes, *extra: str) -> Any:
+    inventory = tmp_path / name
+    inventory.write_bytes(data)
+    args = ["--inventory", str(inventory), "--at", "2016-12-12T11:00:00Z", *extra]
+    return CliRunner().invoke(
+        main,
+        ["--database-url", url, "reconcile", "--lock-file", str(tmp_path / "lock"), *args],
+    )
+
+
+@pytest.mark.parametrize("name", ["running.jsonl", "running"])
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf\n  \n"])
+def test_an_empty_inventory_file_is_refused_as_empty_unless_allowed(
+    database_url: str, tmp_path: Path, name: str, data: bytes
+) -> None:
+    engine = migrated(database_url)
+    insert_events(engine, [resource("c", "create", "2016-12-12T10:00:00Z")])
+    refused = reconcile_file(database_url, tmp_path, name, data)
+    assert refused.exit_code == 2, refused.output
+    assert "the inventory file is empty" in refused.output
+    assert "--allow-empty" in refused.output and "header" not in refused.output
+    assert event_count(engine) == 1
+    allowed = reconcile_file(database_url, tmp_path, name, data, "--allow-empty")
+    assert allowed.exit_code == 0, allowed.output
+    assert [r.action for r in synthetic_rows(engine)] == ["stop"]
+
+
+def test_auto_format_follows_the_file_extension(sqlite_url: str, tmp_path: Path) -> None:
+    migrated(sqlite_url)
+    csv_named_jsonl = reconcile_file(
+        sqlite_url, tmp_path, "running.JSONL", b"account,entity,resource_id\nacme,vm,vm-1\n"
+    )
+    assert csv_named_jsonl.exit_code == 1
+    assert "line 1: not valid JSON" in csv_named_jsonl.output
+    # A CSV whose first column name starts with "{" is still CSV when the name says so.
+    odd_header = b"{note},account,entity,resource_id\nx,acme,vm,vm-1\n"
+    as_csv = reconcile_file(sqlite_url, tmp_path, "running.csv", odd_header, "--dry-run")
+    assert as_csv.exit_code == 0, as_csv.output
+    assert "would insert 1 events" in as_csv.output
+    # Without a known extension, the first character decides, as before.
+    jsonl = b'{"account": "acme", "entity": "vm", "resource_id": "vm-1"}\n'
+    unnamed = reconcile_file(sqlite_url, tmp_path, "running.txt", jsonl, "--dry-run")
+    assert unnamed.exit_code == 0 and "would insert 1 events" in unnamed.output
