@@ -13,7 +13,7 @@ from metering.core.events import QuantityKey, ResourceKey
 from metering.store.bulk import insert_rows
 from metering.store.keys import key_match
 from metering.store.schema import pending_usage, usage_lines
-from metering.store.types import to_decimal
+from metering.store.sums import exact_sum, sum_value
 from metering.timeutil import from_ms, to_ms
 
 RUNNING = "running"
@@ -80,7 +80,7 @@ def billed_running(
     billed: dict[ResourceKey, dict[tuple[str, int], int]] = {key: {} for key in keys}
     if start >= end:
         return billed
-    total = func.sum(usage_lines.c.quantity)
+    total = exact_sum(conn, usage_lines.c.quantity)
     for first in range(0, len(keys), 200):
         batch = keys[first : first + 200]
         match = key_match(batch)
@@ -108,7 +108,7 @@ def billed_running(
             )
         )
         for a, e, r, offering, hour, amount in conn.execute(query):
-            ms = int(to_decimal(amount) * _MS)
+            ms = int(sum_value(amount) * _MS)
             if ms:
                 billed[(a, e, r)][(offering, to_ms(hour))] = ms
     return billed
@@ -123,7 +123,7 @@ def billed_measures(conn: Connection, start: int, end: int) -> dict[tuple[Quanti
             usage_lines.c.resource_id,
             usage_lines.c.unit,
             usage_lines.c.period_start,
-            func.sum(usage_lines.c.quantity),
+            exact_sum(conn, usage_lines.c.quantity),
         )
         .where(
             usage_lines.c.source == MEASURE,
@@ -140,7 +140,7 @@ def billed_measures(conn: Connection, start: int, end: int) -> dict[tuple[Quanti
     )
     billed: dict[tuple[QuantityKey, int], int] = {}
     for a, e, r, unit, hour, amount in conn.execute(query):
-        value = int(to_decimal(amount))
+        value = int(sum_value(amount))
         if value:
             billed[((a, e, r, unit), to_ms(hour))] = value
     return billed
