@@ -16,7 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 from metering.report import Report, RunDetail
-from metering.status import Status
+from metering.status import FUTURE_MARGIN, Status
+from metering.store.events import DatedEvent
 from metering.store.reports import FindingRow, LineRow, UsageSum
 from metering.store.runs import RunRecord
 from metering.store.usage import SECOND, Line
@@ -467,6 +468,31 @@ def render_findings(rows: Sequence[FindingRow], fmt: str) -> str:
 # -- metering status ----------------------------------------------------------------------
 
 
+def _dated_object(event: DatedEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_id": event.event_id,
+        "account": event.account,
+        "entity": event.entity,
+        "resource_id": event.resource_id,
+        "occurred_at": None if event.occurred_at is None else _when(from_ms(event.occurred_at)),
+    }
+
+
+def _future_line(status: Status) -> str:
+    future = status.future
+    assert future is not None
+    margin = f"{int(FUTURE_MARGIN.total_seconds()) // 3600} h"
+    if not future.count:
+        return f"future:        no event dated more than {margin} after now"
+    first = future.first[0]
+    when = "?" if first.occurred_at is None else _when(from_ms(first.occurred_at))
+    return (
+        f"future:        {future.count} events dated more than {margin} after now, unbilled "
+        f"until then (first: id {first.id}, event_id {first.event_id}, occurred_at {when})"
+    )
+
+
 def _status_object(status: Status) -> dict[str, Any]:
     state, counts = status.state, status.counts
     lag = status.lag
@@ -503,6 +529,13 @@ def _status_object(status: Status) -> dict[str, Any]:
             "oldest_gap_seen_at": _when(counts.oldest_gap_seen_at) or None,
             "pending_measure_parts": counts.pending_parts,
         },
+        "future_events": None
+        if status.future is None
+        else {
+            "after": _when(status.future_after),
+            "count": status.future.count,
+            "first": _dated_object(status.future.first[0]) if status.future.first else None,
+        },
         "last_runs": [_run_object(run) for run in status.runs],
     }
 
@@ -535,6 +568,7 @@ def render_status(status: Status, fmt: str) -> str:
                 else ""
             )
             + f", {counts.pending_parts} measure parts of open hours",
+            _future_line(status),
             "",
         ]
         if status.runs:
