@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from metering.render import printable
 from metering.status import FUTURE_MARGIN
 from metering.store import check as store
 from metering.store import events as store_events
@@ -171,6 +172,8 @@ def render(report: CheckReport, fmt: str) -> str:
                 + (f", first {len(r.items)}:" if r.found > len(r.items) else ":")
             )
             for item in r.items:
-                out.append("           " + "  ".join(f"{k}={v}" for k, v in item.items()))
+                out.append(
+                    "           " + "  ".join(f"{k}={printable(str(v))}" for k, v in item.items())
+                )
     out.append("all checks passed" if report.ok else "problems found")
     return "\n".join(out) + "\n"

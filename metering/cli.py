@@ -96,7 +96,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# color: click.echo would otherwise strip escape sequences from output that is not a
+# terminal, so CSV piped or redirected lost bytes of stored text; tables escape them.
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "color": True,
+    }
+)
 @database_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, tracebacks on errors.")
 @click.option(

@@ -39,6 +39,7 @@ from metering.core.reconcile import (
 from metering.db import write_lock
 from metering.errors import MeteringError, UsageError
 from metering.lock import contention_errors, run_lock
+from metering.render import printable
 from metering.store import events as store_events
 from metering.store import inventory as store
 from metering.store import state as store_state
@@ -422,20 +423,20 @@ def render(outcome: ReconcileOutcome, fmt: str) -> str:
             )
             + "\n"
         )
-    out = list(outcome.messages)
+    out = [printable(message) for message in outcome.messages]
     if outcome.taken_at is not None:
         out.append(
-            f"snapshot {outcome.snapshot_id} ({outcome.source}) at "
+            f"snapshot {printable(outcome.snapshot_id or '')} ({outcome.source}) at "
             f"{iso(from_ms(outcome.taken_at))}: {outcome.listed} running, "
             f"policy {outcome.policy}"
         )
         if outcome.events:
-            rows = [_event_dict(e) for e in outcome.events]
+            rows = [{c: printable(v) for c, v in _event_dict(e).items()} for e in outcome.events]
             widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
             out.append("  ".join(c.ljust(widths[c]) for c in COLUMNS).rstrip())
             out.append("  ".join("-" * widths[c] for c in COLUMNS))
             out += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip() for r in rows]
-        out += [f"skipped {'/'.join(s.key)}: {s.reason}" for s in outcome.skipped]
+        out += [f"skipped {printable('/'.join(s.key))}: {s.reason}" for s in outcome.skipped]
         counts = (
             f"{outcome.count('start')} start, {outcome.count('stop')} stop, "
             f"{outcome.count('update')} update"

@@ -1,7 +1,8 @@
 """Text renderings: usage lines (dry runs), reports, runs and findings.
 
 Formats: a readable table, CSV, or JSON lines (one object per line, quantities as
-exact decimal strings). The HTML page of a report is metering/html.py's.
+exact decimal strings). The HTML page of a report is metering/html.py's. CSV and JSON
+carry stored text as it is; tables show its control characters escaped (`printable`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -24,6 +26,15 @@ from metering.store.usage import SECOND, Line
 from metering.timeutil import from_ms, iso
 
 COLUMNS = ("account", "entity", "resource_id", "offering", "unit", "period_start", "quantity")
+
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates: stored text
+# that would move the cursor, recolour, erase or reorder a terminal's display.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` for a table: each control character as its Python escape (\\x1b, \\n)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _row(line: Line) -> dict[str, str]:
@@ -101,6 +112,7 @@ def _lines_page(lines: Sequence[Line]) -> str:
 def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> str:
     if not rows:
         return "no usage lines\n"
+    rows = [{c: printable(v) for c, v in r.items()} for r in rows]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
     numeric = {"quantity"}
 
@@ -114,7 +126,7 @@ def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> 
     out.append("")
     out.append("totals per account:")
     for (account, unit), quantity in sums.items():
-        out.append(f"  {account}  {amount(quantity, unit)}")
+        out.append(f"  {printable(account)}  {amount(quantity, unit)}")
     return "\n".join(out) + "\n"
 
 
@@ -137,7 +149,9 @@ def amount(quantity: Decimal, unit: str) -> str:
 def text_table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[str] = ()
 ) -> list[str]:
-    """Aligned columns, a rule under the header; numeric columns right-aligned."""
+    """Aligned columns, a rule under the header; numeric columns right-aligned; control
+    characters escaped."""
+    rows = [[printable(v) for v in r] for r in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     right = {columns.index(c) for c in numeric}
 
@@ -387,7 +401,7 @@ def render_run_detail(detail: RunDetail, fmt: str) -> str:
     out = [
         f"run {run.run_id} ({run.kind}, {run.status})",
         f"  clock {_when(run.clock)}, started {_when(run.started_at)}, "
-        f"took {_duration(run.duration_ms) or '?'}, host {run.host or '?'}",
+        f"took {_duration(run.duration_ms) or '?'}, host {printable(run.host or '?')}",
         f"  hours {_window(run)}, events read {run.events_read}"
         + (
             f" (ids {run.first_event_id}..{run.last_event_id})"
@@ -489,7 +503,8 @@ def _future_line(status: Status) -> str:
     when = "?" if first.occurred_at is None else _when(from_ms(first.occurred_at))
     return (
         f"future:        {future.count} events dated more than {margin} after now, unbilled "
-        f"until then (first: id {first.id}, event_id {first.event_id}, occurred_at {when})"
+        f"until then (first: id {first.id}, event_id {printable(first.event_id)}, "
+        f"occurred_at {when})"
     )
 
 
