@@ -47,13 +47,13 @@ _ZERO = literal_column("0", Integer)
 def _parts(column: Any) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     """SQLite: the value's integer part and its thousandths, both integers of the same sign."""
     kind = func.typeof(column)
-    text = type_coerce(column, String)
+    text = func.trim(type_coerce(column, String))
     # A REAL written into a TEXT column reads back as '9.00719925474099e+15'.
     as_double = or_(kind == "real", and_(kind == "text", func.instr(func.lower(text), "e") > 0))
     double = cast(column, Float)
     whole = case((as_double, cast(double, Integer)), else_=cast(column, Integer))
     point = func.instr(text, ".")
-    sign = case((func.substr(func.ltrim(text), 1, 1) == "-", -1), else_=1)
+    sign = case((func.substr(text, 1, 1) == "-", -1), else_=1)
     thousandths = case(
         (as_double, cast(func.round((double - whole) * _THOUSAND), Integer)),
         (or_(kind == "integer", point == 0), _ZERO),
