@@ -14,8 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from metering.render import printable
+from metering.status import FUTURE_MARGIN
 from metering.store import check as store
-from metering.timeutil import iso
+from metering.store import events as store_events
+from metering.timeutil import from_ms, iso
 
 DEFAULT_STALE_DAYS = 30
 DEFAULT_LIMIT = 50
@@ -62,6 +65,7 @@ def execute(
         over = store.over_an_hour(conn)
         orphans = store.lines_without_run(conn)
         unreviewed = store.unreviewed(conn)
+        future = store_events.dated_after(conn, now + FUTURE_MARGIN, limit)
     results = [
         _result(
             "stale-running",
@@ -124,6 +128,20 @@ def execute(
             ],
             limit,
         ),
+        CheckResult(
+            "future-events",
+            "events dated more than an hour after now, unbilled until then (a producer's clock?)",
+            future.count,
+            [
+                {
+                    "id": e.id,
+                    "event_id": e.event_id,
+                    **_key(e.account, e.entity, e.resource_id),
+                    "occurred_at": iso(None if e.occurred_at is None else from_ms(e.occurred_at)),
+                }
+                for e in future.first
+            ],
+        ),
     ]
     return CheckReport(checked_at=now, results=results)
 
@@ -154,6 +172,8 @@ def render(report: CheckReport, fmt: str) -> str:
                 + (f", first {len(r.items)}:" if r.found > len(r.items) else ":")
             )
             for item in r.items:
-                out.append("           " + "  ".join(f"{k}={v}" for k, v in item.items()))
+                out.append(
+                    "           " + "  ".join(f"{k}={printable(str(v))}" for k, v in item.items())
+                )
     out.append("all checks passed" if report.ok else "problems found")
     return "\n".join(out) + "\n"

@@ -96,7 +96,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# color: click.echo would otherwise strip escape sequences from output that is not a
+# terminal, so CSV piped or redirected lost bytes of stored text; tables escape them.
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "color": True,
+    }
+)
 @database_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, tracebacks on errors.")
 @click.option(
@@ -676,7 +684,8 @@ def rejected_command(
     type=click.Choice(["auto", "jsonl", "csv"]),
     default="auto",
     show_default=True,
-    help="Format of the --inventory file (auto: by its first character).",
+    help="Format of the --inventory file (auto: by its extension, .jsonl or .csv, "
+    "else by its first character).",
 )
 @click.option(
     "--policy",
@@ -755,7 +764,9 @@ def reconcile_command(
         parsed = (
             None
             if inventory is None
-            else reconcile_mod.parse_inventory(inventory.read(), input_format)
+            else reconcile_mod.parse_inventory(
+                inventory.read(), input_format, getattr(inventory, "name", None)
+            )
         )
         request = reconcile_mod.ReconcileRequest(
             inventory=parsed,

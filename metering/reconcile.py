@@ -39,6 +39,7 @@ from metering.core.reconcile import (
 from metering.db import write_lock
 from metering.errors import MeteringError, UsageError
 from metering.lock import contention_errors, run_lock
+from metering.render import printable
 from metering.store import events as store_events
 from metering.store import inventory as store
 from metering.store import state as store_state
@@ -47,6 +48,8 @@ from metering.timeutil import from_ms, iso, parse_time, to_ms
 log = logs.get_logger("metering.reconcile")
 
 FORMATS = ("auto", "jsonl", "csv")
+# With --format auto, a file's extension decides; without one of these, its first character.
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 FILE = "file"
 TABLE = "table"
 REQUIRED = ("account", "entity", "resource_id")
@@ -62,6 +65,7 @@ class Inventory:
 
     running: dict[ResourceKey, str | None]
     taken_at: int | None
+    empty: bool = False  # nothing in the file at all, not even a CSV header
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,16 @@ def _taken_at(where: str, value: object) -> int | None:
         raise InventoryError(f"{where}: taken_at is not an ISO 8601 time") from None
 
 
+def _format(text: str, fmt: str, name: str | None) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = "" if name is None else Path(name).suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
 def _records(text: str, fmt: str) -> Iterator[tuple[str, dict[str, object]]]:
-    if fmt == "auto":
-        fmt = "jsonl" if text.lstrip().startswith("{") else "csv"
     if fmt == "jsonl":
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -143,9 +154,10 @@ def _records(text: str, fmt: str) -> Iterator[tuple[str, dict[str, object]]]:
         yield f"line {reader.line_num}", dict(row)
 
 
-def parse_inventory(data: bytes, fmt: str = "auto") -> Inventory:
+def parse_inventory(data: bytes, fmt: str = "auto", name: str | None = None) -> Inventory:
     """The resources a snapshot file lists as running (account, entity, resource_id,
-    optional offering and taken_at); any bad line rejects the whole file."""
+    optional offering and taken_at); any bad line rejects the whole file. `name`, the
+    file's, lets its extension decide the format when `fmt` is auto."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     if data.startswith(codecs.BOM_UTF8):
@@ -154,9 +166,11 @@ def parse_inventory(data: bytes, fmt: str = "auto") -> Inventory:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InventoryError(f"not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        return Inventory(running={}, taken_at=None, empty=True)
     running: dict[ResourceKey, str | None] = {}
     times: set[int] = set()
-    for where, record in _records(text, fmt):
+    for where, record in _records(text, _format(text, fmt, name)):
         account, entity, resource_id = (
             _text(where, column, record.get(column), required=True) for column in REQUIRED
         )
@@ -218,9 +232,14 @@ def _file_snapshot(request: ReconcileRequest) -> Snapshot:
     if taken_at is None:
         raise UsageError("the snapshot's time is unknown: give --at T (or taken_at in the file)")
     if not inventory.running and not request.allow_empty:
+        what = (
+            "the inventory file is empty: it lists no running resource"
+            if inventory.empty
+            else "the snapshot lists no running resource"
+        )
         raise UsageError(
-            "the snapshot lists no running resource, which would stop every running "
-            "resource; pass --allow-empty if that is really the inventory"
+            f"{what}, which would stop every running resource; pass --allow-empty if "
+            "that is really the inventory"
         )
     return Snapshot(snapshot_id_of(inventory.running, taken_at), taken_at, inventory.running)
 
@@ -404,26 +423,32 @@ def render(outcome: ReconcileOutcome, fmt: str) -> str:
             )
             + "\n"
         )
-    out = list(outcome.messages)
+    out = [printable(message) for message in outcome.messages]
     if outcome.taken_at is not None:
         out.append(
-            f"snapshot {outcome.snapshot_id} ({outcome.source}) at "
+            f"snapshot {printable(outcome.snapshot_id or '')} ({outcome.source}) at "
             f"{iso(from_ms(outcome.taken_at))}: {outcome.listed} running, "
             f"policy {outcome.policy}"
         )
         if outcome.events:
-            rows = [_event_dict(e) for e in outcome.events]
+            rows = [{c: printable(v) for c, v in _event_dict(e).items()} for e in outcome.events]
             widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
             out.append("  ".join(c.ljust(widths[c]) for c in COLUMNS).rstrip())
             out.append("  ".join("-" * widths[c] for c in COLUMNS))
             out += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS).rstrip() for r in rows]
-        out += [f"skipped {'/'.join(s.key)}: {s.reason}" for s in outcome.skipped]
+        out += [f"skipped {printable('/'.join(s.key))}: {s.reason}" for s in outcome.skipped]
         counts = (
             f"{outcome.count('start')} start, {outcome.count('stop')} stop, "
             f"{outcome.count('update')} update"
         )
         if outcome.dry_run:
             out.append(f"dry run: would insert {len(outcome.events)} events ({counts})")
+        elif outcome.inserted < len(outcome.events):
+            out.append(
+                f"inserted {outcome.inserted} of {len(outcome.events)} events ({counts}): "
+                f"{len(outcome.events) - outcome.inserted} already stored under the same id "
+                "by an earlier application of this snapshot"
+            )
         elif outcome.events:
             out.append(f"inserted {outcome.inserted} events ({counts})")
         else:

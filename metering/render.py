@@ -1,7 +1,8 @@
 """Text renderings: usage lines (dry runs), reports, runs and findings.
 
 Formats: a readable table, CSV, or JSON lines (one object per line, quantities as
-exact decimal strings). The HTML page of a report is metering/html.py's.
+exact decimal strings). The HTML page of a report is metering/html.py's. CSV and JSON
+carry stored text as it is; tables show its control characters escaped (`printable`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -16,13 +18,23 @@ from decimal import Decimal
 from typing import Any
 
 from metering.report import Report, RunDetail
-from metering.status import Status
+from metering.status import FUTURE_MARGIN, Status
+from metering.store.events import DatedEvent
 from metering.store.reports import FindingRow, LineRow, UsageSum
 from metering.store.runs import RunRecord
 from metering.store.usage import SECOND, Line
 from metering.timeutil import from_ms, iso
 
 COLUMNS = ("account", "entity", "resource_id", "offering", "unit", "period_start", "quantity")
+
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates: stored text
+# that would move the cursor, recolour, erase or reorder a terminal's display.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` for a table: each control character as its Python escape (\\x1b, \\n)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _row(line: Line) -> dict[str, str]:
@@ -100,6 +112,7 @@ def _lines_page(lines: Sequence[Line]) -> str:
 def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> str:
     if not rows:
         return "no usage lines\n"
+    rows = [{c: printable(v) for c, v in r.items()} for r in rows]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
     numeric = {"quantity"}
 
@@ -113,7 +126,7 @@ def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> 
     out.append("")
     out.append("totals per account:")
     for (account, unit), quantity in sums.items():
-        out.append(f"  {account}  {amount(quantity, unit)}")
+        out.append(f"  {printable(account)}  {amount(quantity, unit)}")
     return "\n".join(out) + "\n"
 
 
@@ -136,7 +149,9 @@ def amount(quantity: Decimal, unit: str) -> str:
 def text_table(
     columns: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[str] = ()
 ) -> list[str]:
-    """Aligned columns, a rule under the header; numeric columns right-aligned."""
+    """Aligned columns, a rule under the header; numeric columns right-aligned; control
+    characters escaped."""
+    rows = [[printable(v) for v in r] for r in rows]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     right = {columns.index(c) for c in numeric}
 
@@ -386,7 +401,7 @@ def render_run_detail(detail: RunDetail, fmt: str) -> str:
     out = [
         f"run {run.run_id} ({run.kind}, {run.status})",
         f"  clock {_when(run.clock)}, started {_when(run.started_at)}, "
-        f"took {_duration(run.duration_ms) or '?'}, host {run.host or '?'}",
+        f"took {_duration(run.duration_ms) or '?'}, host {printable(run.host or '?')}",
         f"  hours {_window(run)}, events read {run.events_read}"
         + (
             f" (ids {run.first_event_id}..{run.last_event_id})"
@@ -467,6 +482,32 @@ def render_findings(rows: Sequence[FindingRow], fmt: str) -> str:
 # -- metering status ----------------------------------------------------------------------
 
 
+def _dated_object(event: DatedEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "event_id": event.event_id,
+        "account": event.account,
+        "entity": event.entity,
+        "resource_id": event.resource_id,
+        "occurred_at": None if event.occurred_at is None else _when(from_ms(event.occurred_at)),
+    }
+
+
+def _future_line(status: Status) -> str:
+    future = status.future
+    assert future is not None
+    margin = f"{int(FUTURE_MARGIN.total_seconds()) // 3600} h"
+    if not future.count:
+        return f"future:        no event dated more than {margin} after now"
+    first = future.first[0]
+    when = "?" if first.occurred_at is None else _when(from_ms(first.occurred_at))
+    return (
+        f"future:        {future.count} events dated more than {margin} after now, unbilled "
+        f"until then (first: id {first.id}, event_id {printable(first.event_id)}, "
+        f"occurred_at {when})"
+    )
+
+
 def _status_object(status: Status) -> dict[str, Any]:
     state, counts = status.state, status.counts
     lag = status.lag
@@ -503,6 +544,13 @@ def _status_object(status: Status) -> dict[str, Any]:
             "oldest_gap_seen_at": _when(counts.oldest_gap_seen_at) or None,
             "pending_measure_parts": counts.pending_parts,
         },
+        "future_events": None
+        if status.future is None
+        else {
+            "after": _when(status.future_after),
+            "count": status.future.count,
+            "first": _dated_object(status.future.first[0]) if status.future.first else None,
+        },
         "last_runs": [_run_object(run) for run in status.runs],
     }
 
@@ -535,6 +583,7 @@ def render_status(status: Status, fmt: str) -> str:
                 else ""
             )
             + f", {counts.pending_parts} measure parts of open hours",
+            _future_line(status),
             "",
         ]
         if status.runs:

@@ -3,7 +3,9 @@
 Lag is measured against the latest instant an hour may be billed: (now - grace) minus
 billed_until. Right after an hourly run it is under an hour; it grows by an hour per
 missed run. Health problems (each makes the exit code 1): the schema is missing or not
-at head, and with a max lag, nothing ever billed or a lag above it.
+at head, and with a max lag, nothing ever billed or a lag above it. Events dated
+more than FUTURE_MARGIN after now are reported, not a health problem here: billing is
+not late because of them (`metering check` flags them).
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from sqlalchemy import Engine
 from metering import migrate
 from metering.core.events import HOUR
 from metering.core.slicing import hour_of
+from metering.store import events as store_events
 from metering.store import reports as store_reports
 from metering.store import status as store_status
+from metering.store.events import DatedAfter
 from metering.store.runs import RunRecord
 from metering.store.status import Counts, StateRow
 from metering.timeutil import from_ms, iso, to_ms
+
+# Producers' clocks drift by seconds; an event dated hours ahead is a clock bug, and
+# waits unbilled until its hour closes.
+FUTURE_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class Status:
     state: StateRow | None = None
     counts: Counts | None = None
     runs: list[RunRecord] = field(default_factory=list)
+    future: DatedAfter | None = None  # events dated after future_after
+
+    @property
+    def future_after(self) -> datetime:
+        return self.now + FUTURE_MARGIN
 
     @property
     def at_head(self) -> bool:
@@ -111,4 +124,5 @@ def status(
             state=store_status.read_state(conn),
             counts=store_status.counts(conn),
             runs=store_reports.list_runs(conn, runs),
+            future=store_events.dated_after(conn, now + FUTURE_MARGIN, 1),
         )

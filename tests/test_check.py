@@ -104,7 +104,7 @@ def test_cli_check_json_and_exit_codes(sqlite_url: str, tmp_path: Path) -> None:
     clean = runner.invoke(main, [*args, "--format", "json"])
     assert clean.exit_code == 0, clean.output
     data = json.loads(clean.output)
-    assert data["ok"] is True and len(data["checks"]) == 5
+    assert data["ok"] is True and len(data["checks"]) == 6
     insert_events(engine, [resource("s", "stop", "2016-12-12T10:00:00Z")])
     run(engine, "2016-12-12T12:00:00Z", tmp_path)
     problem = runner.invoke(main, [*args, "--format", "json"])

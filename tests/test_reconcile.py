@@ -522,3 +522,156 @@ def test_run_and_reconcile_processes_started_together(mariadb_url: str, tmp_path
     )
     assert seconds(engine, VM1) == 0
     assert seconds(engine, VM2) == 2 * 3600
+
+
+# -- synthetic event ids -----------------------------------------------------------------------
+
+
+PIPE_A: ResourceKey = ("a|b", "vm", "r1")
+PIPE_B: ResourceKey = ("a", "b|vm", "r1")
+
+
+def legacy_event_id(snapshot_id: str, key: ResourceKey, action: str) -> str:
+    """The id metering 0.x gave a synthetic event: the fields joined with '|'."""
+    import hashlib
+
+    text = "|".join((snapshot_id, *key, action))
+    return "reconcile:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def test_resources_whose_fields_join_alike_get_distinct_ids_and_both_are_billed(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = migrated(database_url)
+    inventory = tmp_path / "inventory.csv"
+    inventory.write_text('account,entity,resource_id\n"a|b",vm,r1\na,"b|vm",r1\n')
+    result = CliRunner().invoke(
+        main,
+        [
+            "--database-url",
+            database_url,
+            "reconcile",
+            "--inventory",
+            str(inventory),
+            "--at",
+            "2016-12-12T11:00:00Z",
+            "--lock-file",
+            str(tmp_path / "lock"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "inserted 2 events (2 start" in result.output
+    rows = synthetic_rows(engine)
+    assert sorted((r.account, r.entity, r.resource_id) for r in rows) == sorted([PIPE_A, PIPE_B])
+    run(engine, "2016-12-12T13:00:00Z", tmp_path)
+    assert seconds(engine, PIPE_A) == seconds(engine, PIPE_B) == 3600
+
+
+def test_ids_without_a_pipe_in_any_field_are_those_of_earlier_versions(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Upgrading keeps the ids of snapshots applied before: re-applying one after the
+    upgrade finds its events stored under the same ids."""
+    engine = migrated(database_url)
+    outcome = apply(engine, tmp_path, {VM1: "small"}, "2016-12-12T11:00:00Z")
+    (row,) = synthetic_rows(engine)
+    assert row.event_id == legacy_event_id(outcome.snapshot_id or "", VM1, "start")
+
+
+def test_after_upgrade_reapplying_bills_the_resource_an_old_colliding_id_lost(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = migrated(database_url)
+    running: dict[ResourceKey, str | None] = {PIPE_A: None, PIPE_B: None}
+    at = "2016-12-12T11:00:00Z"
+    snapshot_id = apply(engine, tmp_path, running, at, dry_run=True).snapshot_id or ""
+    # What an earlier version stored: one start under the id both resources shared.
+    shared = legacy_event_id(snapshot_id, PIPE_A, "start")
+    assert shared == legacy_event_id(snapshot_id, PIPE_B, "start")
+    insert_events(engine, [{**resource(shared, "start", at, account="a|b", resource_id="r1")}])
+    outcome = apply(engine, tmp_path, running, at)
+    assert [(e.key, e.action) for e in outcome.events] == [(PIPE_B, "start")]
+    assert outcome.inserted == 1
+    assert event_count(engine) == 2
+    again = apply(engine, tmp_path, running, at)
+    assert again.events == () and event_count(engine) == 2
+
+
+def test_inserted_counts_only_the_events_stored(database_url: str, tmp_path: Path) -> None:
+    from metering.store import inventory as store_inventory
+
+    engine = migrated(database_url)
+    row = resource("reconcile:x", "start", "2016-12-12T11:00:00Z")
+    insert_events(engine, [resource("reconcile:y", "start", "2016-12-12T11:00:00Z")])
+    with engine.begin() as conn:
+        stored = store_inventory.insert_events(
+            conn, [row, {**row, "resource_id": "vm-2"}, {**row, "event_id": "reconcile:y"}]
+        )
+    assert stored == 1 and event_count(engine) == 2
+
+
+def test_an_event_already_stored_by_the_same_snapshot_is_not_counted_as_inserted(
+    database_url: str, tmp_path: Path
+) -> None:
+    from metering.reconcile import render
+
+    engine = migrated(database_url)
+    at = "2016-12-12T11:00:00Z"
+    assert apply(engine, tmp_path, {VM1: None}, at).inserted == 1
+    # A stop at T, delivered late, undoes the synthetic start: the snapshot asks for the
+    # same start again, whose id is stored already.
+    insert_events(engine, [resource("late-stop", "stop", at)])
+    again = apply(engine, tmp_path, {VM1: None}, at)
+    assert [e.action for e in again.events] == ["start"] and again.inserted == 0
+    assert "inserted 0 of 1 events (1 start, 0 stop, 0 update): 1 already stored" in render(
+        again, "table"
+    )
+    assert event_count(engine) == 2
+
+
+# -- the file's format and emptiness ----------------------------------------------------------
+
+
+def reconcile_file(url: str, tmp_path: Path, name: str, data: bytes, *extra: str) -> Any:
+    inventory = tmp_path / name
+    inventory.write_bytes(data)
+    args = ["--inventory", str(inventory), "--at", "2016-12-12T11:00:00Z", *extra]
+    return CliRunner().invoke(
+        main,
+        ["--database-url", url, "reconcile", "--lock-file", str(tmp_path / "lock"), *args],
+    )
+
+
+@pytest.mark.parametrize("name", ["running.jsonl", "running"])
+@pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf\n  \n"])
+def test_an_empty_inventory_file_is_refused_as_empty_unless_allowed(
+    database_url: str, tmp_path: Path, name: str, data: bytes
+) -> None:
+    engine = migrated(database_url)
+    insert_events(engine, [resource("c", "create", "2016-12-12T10:00:00Z")])
+    refused = reconcile_file(database_url, tmp_path, name, data)
+    assert refused.exit_code == 2, refused.output
+    assert "the inventory file is empty" in refused.output
+    assert "--allow-empty" in refused.output and "header" not in refused.output
+    assert event_count(engine) == 1
+    allowed = reconcile_file(database_url, tmp_path, name, data, "--allow-empty")
+    assert allowed.exit_code == 0, allowed.output
+    assert [r.action for r in synthetic_rows(engine)] == ["stop"]
+
+
+def test_auto_format_follows_the_file_extension(sqlite_url: str, tmp_path: Path) -> None:
+    migrated(sqlite_url)
+    csv_named_jsonl = reconcile_file(
+        sqlite_url, tmp_path, "running.JSONL", b"account,entity,resource_id\nacme,vm,vm-1\n"
+    )
+    assert csv_named_jsonl.exit_code == 1
+    assert "line 1: not valid JSON" in csv_named_jsonl.output
+    # A CSV whose first column name starts with "{" is still CSV when the name says so.
+    odd_header = b"{note},account,entity,resource_id\nx,acme,vm,vm-1\n"
+    as_csv = reconcile_file(sqlite_url, tmp_path, "running.csv", odd_header, "--dry-run")
+    assert as_csv.exit_code == 0, as_csv.output
+    assert "would insert 1 events" in as_csv.output
+    # Without a known extension, the first character decides, as before.
+    jsonl = b'{"account": "acme", "entity": "vm", "resource_id": "vm-1"}\n'
+    unnamed = reconcile_file(sqlite_url, tmp_path, "running.txt", jsonl, "--dry-run")
+    assert unnamed.exit_code == 0 and "would insert 1 events" in unnamed.output

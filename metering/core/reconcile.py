@@ -89,8 +89,24 @@ def snapshot_id_of(running: Mapping[ResourceKey, str | None], taken_at: int) -> 
     return "file:" + digest.hexdigest()[:40]
 
 
+SYNTHETIC_ACTIONS: Final[frozenset[str]] = frozenset({"start", "stop", "update"})
+
+
 def synthetic_event_id(snapshot_id: str, key: ResourceKey, action: str) -> str:
-    text = "|".join((snapshot_id, *key, action))
+    """The same id whenever the same snapshot asks the same of the same resource, and a
+    different one for anything else."""
+    if action not in SYNTHETIC_ACTIONS:
+        raise ValueError(f"no synthetic {action!r} event")
+    fields = (snapshot_id, *key, action)
+    if any("|" in f for f in fields):
+        # Joined with "|", ("a|b", "vm") and ("a", "b|vm") would hash alike. A JSON array
+        # never ends like a joined text does (with the action), so the two forms cannot
+        # yield the same text either.
+        text = json.dumps(fields, ensure_ascii=True)
+    else:
+        # Unambiguous without a "|" in any field, and the ids earlier versions stored:
+        # a snapshot applied before an upgrade re-applies to the same ids.
+        text = "|".join(fields)
     return EVENT_ID_PREFIX + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 

@@ -1,7 +1,6 @@
 """SQL of `metering check`: each sanity check is one query over the stored tables.
 
-Sums over usage_lines are compared in SQL to find candidates and again, exactly, in
-Python: SQLite sums DECIMAL text as floating point.
+Sums over usage_lines are exact on SQLite too (metering/store/sums.py).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from metering.store.schema import rejected_events, resource_state, runs, usage_events, usage_lines
-from metering.store.types import to_decimal
+from metering.store.sums import exact_sum, sum_above, sum_value
 from metering.store.usage import RUNNING
 
 HOUR_SECONDS = 3600
@@ -87,10 +86,14 @@ def billed_after_destroy(conn: Connection) -> list[HourTotal]:
         .subquery()
     )
     li = usage_lines.c
-    total = func.sum(li.quantity)
     query = (
         select(
-            li.account, li.entity, li.resource_id, li.period_start, total, destroyed.c.destroyed_at
+            li.account,
+            li.entity,
+            li.resource_id,
+            li.period_start,
+            exact_sum(conn, li.quantity),
+            destroyed.c.destroyed_at,
         )
         .join_from(
             usage_lines,
@@ -103,33 +106,29 @@ def billed_after_destroy(conn: Connection) -> list[HourTotal]:
         )
         .where(li.source == RUNNING, li.period_start >= destroyed.c.destroyed_at)
         .group_by(li.account, li.entity, li.resource_id, li.period_start, destroyed.c.destroyed_at)
-        .having(total > 0)
+        .having(sum_above(conn, li.quantity, 0))
         .order_by(li.account, li.entity, li.resource_id, li.period_start)
     )
-    found = [
-        HourTotal(a, e, r, hour, to_decimal(amount), destroyed_at)
+    return [
+        HourTotal(a, e, r, hour, sum_value(amount), destroyed_at)
         for a, e, r, hour, amount, destroyed_at in conn.execute(query)
     ]
-    return [f for f in found if f.seconds > 0]
 
 
 def over_an_hour(conn: Connection) -> list[HourTotal]:
     """More running seconds billed for one resource in one hour than the hour has,
     whatever the offerings."""
     li = usage_lines.c
-    total = func.sum(li.quantity)
     query = (
-        select(li.account, li.entity, li.resource_id, li.period_start, total)
+        select(li.account, li.entity, li.resource_id, li.period_start, exact_sum(conn, li.quantity))
         .where(li.source == RUNNING)
         .group_by(li.account, li.entity, li.resource_id, li.period_start)
-        .having(total > HOUR_SECONDS)
+        .having(sum_above(conn, li.quantity, HOUR_SECONDS))
         .order_by(li.account, li.entity, li.resource_id, li.period_start)
     )
-    found = [
-        HourTotal(a, e, r, hour, to_decimal(amount))
-        for a, e, r, hour, amount in conn.execute(query)
+    return [
+        HourTotal(a, e, r, hour, sum_value(amount)) for a, e, r, hour, amount in conn.execute(query)
     ]
-    return [f for f in found if f.seconds > HOUR_SECONDS]
 
 
 def lines_without_run(conn: Connection) -> list[Orphan]:

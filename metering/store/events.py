@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     LargeBinary,
+    String,
     and_,
     case,
     cast,
@@ -463,3 +464,62 @@ def measures_overlapping(
         .order_by(ev.c.id)
     )
     return _stream(conn, query)
+
+
+@dataclass(frozen=True, slots=True)
+class DatedEvent:
+    id: int
+    event_id: str
+    account: str
+    entity: str
+    resource_id: str
+    occurred_at: int | None  # ms; None if unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class DatedAfter:
+    count: int
+    first: list[DatedEvent]  # the lowest ids, at most the limit asked for
+
+
+def _occurred_after(conn: Connection, instant: datetime) -> ColumnElement[bool]:
+    if conn.dialect.name == "sqlite":
+        # Text times from other writers may carry a 'T', a 'Z', an offset or no
+        # fraction, and compare wrongly as text; julianday() reads them all as instants.
+        stored = func.julianday(func.trim(type_coerce(ev.c.occurred_at, String)))
+        return stored > func.julianday(literal(instant, ev.c.occurred_at.type))
+    return ev.c.occurred_at > instant
+
+
+def _readable(value: Any) -> int | None:
+    parsed = parse_raw_time(value)
+    return None if isinstance(parsed, Unreadable) else parsed
+
+
+def dated_after(conn: Connection, instant: datetime, limit: int) -> DatedAfter:
+    """Events whose occurred_at is after `instant`: how many, and the first by id.
+
+    No index leads with occurred_at: this reads the whole table (on MariaDB, the
+    narrower resource index, which holds occurred_at and the id)."""
+    after = _occurred_after(conn, instant)
+    count = int(conn.execute(select(func.count()).select_from(ev).where(after)).scalar_one())
+    if not count:
+        return DatedAfter(0, [])
+    query = (
+        select(
+            ev.c.id,
+            ev.c.event_id,
+            ev.c.account,
+            ev.c.entity,
+            ev.c.resource_id,
+            type_coerce(ev.c.occurred_at, _Raw()),
+        )
+        .where(after)
+        .order_by(ev.c.id)
+        .limit(limit)
+    )
+    first = [
+        DatedEvent(int(i), event_id, account, entity, resource_id, _readable(when))
+        for i, event_id, account, entity, resource_id, when in conn.execute(query)
+    ]
+    return DatedAfter(count, first)

@@ -174,11 +174,12 @@ def mark_seen(
 
 
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Insert synthetic events, skipping event_ids already stored; how many were new."""
+    """Insert synthetic events, skipping event_ids already stored; how many were stored
+    (counted in the table: two rows with one id store one)."""
     if not rows:
         return 0
-    ids = [str(r["event_id"]) for r in rows]
+    ids = sorted({str(r["event_id"]) for r in rows})
     existing = store_ingest.existing_event_ids(conn, ids)
     new = [r for r in rows if r["event_id"] not in existing]
     store_ingest.insert_events(conn, new)
-    return len(new)
+    return store_ingest.count_event_ids(conn, ids) - len(existing)

@@ -1,7 +1,6 @@
 """Reading what was billed: usage sums per period and group, runs, rejected events.
 
-Every sum is a SQL GROUP BY; SQLite returns SUMs of DECIMAL columns as floats, so each
-is re-quantized with to_decimal (exact for any realistic total: 3 decimals, < 15 digits).
+Every sum is a SQL GROUP BY, exact on SQLite too (metering/store/sums.py).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from metering.db import is_mysql
 from metering.store.runs import RunRecord
 from metering.store.schema import rejected_events, runs, usage_events, usage_lines
-from metering.store.types import to_decimal
+from metering.store.sums import exact_sum, sum_value
 
 PERIODS = ("hour", "day", "month")
 GROUPS = ("account", "resource", "offering")
@@ -140,7 +139,7 @@ def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> l
             period,
             *groups,
             unit,
-            func.sum(usage_lines.c.quantity),
+            exact_sum(conn, usage_lines.c.quantity),
             func.count(),
             func.sum(case((is_correction(), 1), else_=0)),
         )
@@ -164,7 +163,7 @@ def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> l
                 period=start,
                 group=tuple(str(v) for v in row[1 : 1 + width]),
                 unit=row[1 + width],
-                quantity=to_decimal(row[2 + width]),
+                quantity=sum_value(row[2 + width]),
                 lines=int(row[3 + width]),
                 corrections=int(row[4 + width] or 0),
             )
@@ -194,13 +193,13 @@ def get_run(conn: Connection, run_id: str) -> RunRecord | None:
 def run_totals(conn: Connection, run_id: str) -> list[RunTotal]:
     c = usage_lines.c
     query = (
-        select(c.account, c.unit, func.sum(c.quantity), func.count())
+        select(c.account, c.unit, exact_sum(conn, c.quantity), func.count())
         .where(c.run_id == run_id)
         .group_by(c.account, c.unit)
         .order_by(c.account, c.unit)
     )
     return [
-        RunTotal(account, unit, to_decimal(total), int(count))
+        RunTotal(account, unit, sum_value(total), int(count))
         for account, unit, total, count in conn.execute(query)
     ]
 
