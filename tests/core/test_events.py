@@ -13,10 +13,10 @@ from metering.core.events import (
     MAX_TEXT,
     MAX_TIME,
     MIN_TIME,
+    WHITESPACE,
     Measure,
     RawEvent,
     Rejection,
-    WHITESPACE,
     ResourceEvent,
     validate,
 )
@@ -232,7 +232,7 @@ def test_validate_never_raises_and_reasons_are_bounded(r: RawEvent) -> None:
 
 
 def test_whitespace_is_what_python_strips() -> None:
-    assert WHITESPACE == tuple(c for c in range(0x110000) if chr(c).isspace())
+    assert tuple(c for c in range(0x110000) if chr(c).isspace()) == WHITESPACE
 
 
 @pytest.mark.parametrize("blank", [" ", "\t", "\u00a0", "\u3000 \n"])
