@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
+from metering.check import execute as check_execute
 from metering.run import RunRequest, execute
 from metering.store.schema import rejected_events, resource_state, usage_lines
 from tests.support import billed, insert_events, measure, migrated, resource, run, t
@@ -360,3 +361,33 @@ def test_a_backfill_with_until_before_the_watermark_is_not_a_clock_warning(
     )
     assert not outcome.clock_stepped_back
     assert "clock_behind_watermark" not in capsys.readouterr().err
+
+
+def test_check_reads_a_producer_destroy_time_as_an_instant(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """`check` compares the first destroy with billed hours: as instants, not as text."""
+    raw_insert(
+        sqlite_engine,
+        [
+            raw_resource("c", "create", "2016-12-12 10:00:00"),
+            raw_resource("d", "destroy", "2016-12-12T11:00:00Z"),
+        ],
+    )
+    run(sqlite_engine, "2016-12-12T12:31Z", tmp_path)
+    with sqlite_engine.begin() as conn:
+        conn.execute(
+            insert(usage_lines).values(
+                run_id="forged",
+                account="acme",
+                entity="vm",
+                resource_id="vm-1",
+                offering="",
+                unit="second",
+                period_start=t("2016-12-12T11:00Z"),
+                quantity=60,
+                source="running",
+            )
+        )
+    report = check_execute(sqlite_engine, now=t("2016-12-12T13:00Z"))
+    assert {r.name: r.found for r in report.results}["billed-after-destroy"] == 1
