@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -18,7 +18,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from metering import __version__, logs, migrate
 from metering.db import describe_db_error, make_engine
 from metering.errors import EXIT_FAILURE, EXIT_USAGE, MeteringError
-from metering.options import TIME, database_options, format_option, lock_options, now_option
+from metering.options import (
+    DURATION,
+    TIME,
+    database_options,
+    format_option,
+    lock_options,
+    now_option,
+)
 from metering.settings import Settings, build_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -279,15 +286,15 @@ def ingest_command(
 @now_option
 @click.option(
     "--grace",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="Wait after an hour ends before billing it [30m].",
+    help="Wait after an hour ends before billing it, e.g. 30m, 1h [30m].",
 )
 @click.option(
     "--settle-lag",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="How long a late-committing insert may lag and still be billed [10m].",
+    help="How long a late-committing insert may lag and still be billed, e.g. 10m [10m].",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Compute and print the lines, change nothing, take no lock."
@@ -308,8 +315,8 @@ def run_command(
     since: datetime | None,
     until: datetime | None,
     now: datetime | None,
-    grace: str | None,
-    settle_lag: str | None,
+    grace: timedelta | None,
+    settle_lag: timedelta | None,
     dry_run: bool,
     fmt: str,
     lock_file: str | None,
@@ -460,13 +467,13 @@ def report_command(
 @database_options
 @now_option
 @click.option(
-    "--grace", default=None, metavar="DURATION", help="The runs' grace after an hour [30m]."
+    "--grace", type=DURATION, default=None, help="The runs' grace after an hour, e.g. 30m [30m]."
 )
 @click.option(
     "--max-lag",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="Health check: exit 1 when billing is further behind now - grace than this.",
+    help="Health check: exit 1 when billing is further behind now - grace than this, e.g. 2h.",
 )
 @click.option(
     "--runs",
@@ -481,8 +488,8 @@ def status_command(
     database_url: str | None,
     config: str | None,
     now: datetime | None,
-    grace: str | None,
-    max_lag: str | None,
+    grace: timedelta | None,
+    max_lag: timedelta | None,
     run_count: int,
     fmt: str,
 ) -> None:
@@ -499,15 +506,17 @@ def status_command(
     """
     from metering import status as status_mod
     from metering.render import render_status
-    from metering.settings import parse_duration
 
     ctx = command_context()
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config, grace=grace)
-        limit = None if max_lag is None else parse_duration(max_lag)
         engine = engine_for(settings, at_head=False)
         result = status_mod.status(
-            engine, now=now or utc_now(), grace=settings.grace, max_lag=limit, runs=run_count
+            engine,
+            now=now or utc_now(),
+            grace=settings.grace,
+            max_lag=max_lag,
+            runs=run_count,
         )
         click.echo(render_status(result, fmt), nl=False)
         for problem in result.problems:
