@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from metering import __version__, logs, migrate
-from metering.db import describe_db_error, make_engine
+from metering.db import describe_db_error, open_database
 from metering.errors import EXIT_FAILURE, EXIT_USAGE, MeteringError
 from metering.options import (
     DURATION,
@@ -91,7 +91,7 @@ def command_context() -> Context:
 
 
 def engine_for(settings: Settings, *, at_head: bool = True) -> Engine:
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database_url)
     if at_head:
         migrate.require_head(engine)
     return engine
@@ -149,6 +149,10 @@ def db() -> None:
 def db_upgrade(database_url: str | None, config: str | None) -> None:
     """Create or migrate the schema to the version this metering needs.
 
+    The one command that creates a database: on SQLite, the file (and, for the
+    default ~/.local/share/metering/metering.db, its directory); the others refuse
+    a database that does not exist. A MySQL/MariaDB database must exist already.
+
     \b
     Example:
       METERING_DATABASE_URL=mysql+pymysql://metering@db/metering metering db upgrade
@@ -156,7 +160,9 @@ def db_upgrade(database_url: str | None, config: str | None) -> None:
     ctx = command_context()
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config)
-        engine = engine_for(settings, at_head=False)
+        engine = open_database(
+            settings.database_url, create=True, create_parents=settings.default_database
+        )
         before = migrate.current(engine)
         migrate.upgrade(engine)
         after = migrate.current(engine)
@@ -167,7 +173,8 @@ def db_upgrade(database_url: str | None, config: str | None) -> None:
 @db.command("current")
 @database_options
 def db_current(database_url: str | None, config: str | None) -> None:
-    """Print the schema revision of the database and whether it is at head.
+    """Print the schema revision of the database, whether it is at head, and which
+    database that is (URL, password masked).
 
     Exits 1 when the schema is not at head.
 
@@ -182,7 +189,7 @@ def db_current(database_url: str | None, config: str | None) -> None:
         found = migrate.current(engine)
         wanted = migrate.HEAD
         state = "at head" if found == wanted else f"behind head {wanted}: run metering db upgrade"
-        click.echo(f"{found or 'empty'} ({state})")
+        click.echo(f"{found or 'empty'} ({state})\ndatabase: {settings.masked_url}")
         if found != wanted:
             sys.exit(EXIT_FAILURE)
 
@@ -493,7 +500,7 @@ def status_command(
     run_count: int,
     fmt: str,
 ) -> None:
-    """Where billing stands: schema, watermark, lag, last runs, what needs a look.
+    """Where billing stands: database, schema, watermark, lag, last runs, what needs a look.
 
     Exit 1 when the schema is missing or not at head, and with --max-lag when
     nothing was ever billed or billed_until is further behind now - grace than
@@ -513,6 +520,7 @@ def status_command(
         engine = engine_for(settings, at_head=False)
         result = status_mod.status(
             engine,
+            database=settings.masked_url,
             now=now or utc_now(),
             grace=settings.grace,
             max_lag=max_lag,

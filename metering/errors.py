@@ -30,6 +30,12 @@ class SchemaNotAtHead(MeteringError):
     exit_code = EXIT_FAILURE
 
 
+class NoDatabase(MeteringError):
+    """The SQLite file is missing: only `metering db upgrade` creates one."""
+
+    exit_code = EXIT_FAILURE
+
+
 class DatabaseUnavailable(MeteringError):
     exit_code = EXIT_FAILURE
 

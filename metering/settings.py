@@ -90,6 +90,7 @@ def mask_url(url: str) -> str:
 class Settings:
     database_url: str
     lock_file: Path
+    default_database: bool = False  # no setting named one: the file under data_dir()
     grace: timedelta = DEFAULT_GRACE
     settle_lag: timedelta = DEFAULT_SETTLE_LAG
     database_lock: bool = True
@@ -207,6 +208,7 @@ def build_settings(
     return Settings(
         database_url=resolved_url,
         lock_file=Path(lock) if lock else default_lock_file(resolved_url),
+        default_database=not url,
         grace=_first(grace, file_values.get("grace"), DEFAULT_GRACE),
         settle_lag=_first(settle_lag, file_values.get("settle_lag"), DEFAULT_SETTLE_LAG),
         database_lock=database_lock and file_values.get("database_lock", True),
