@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from metering import __version__, logs, migrate
 from metering.db import describe_db_error, open_database
-from metering.errors import EXIT_FAILURE, EXIT_USAGE, MeteringError
+from metering.errors import EXIT_FAILURE, EXIT_USAGE, LockHeld, MeteringError
 from metering.options import (
     DURATION,
     TIME,
@@ -59,6 +59,11 @@ def handle_errors(verbose: bool) -> Iterator[None]:
     """One clear log line per failure; a traceback only with --verbose."""
     try:
         yield
+    except LockHeld as exc:
+        # The normal outcome of overlapping cron runs, not a failure: only a persistent
+        # one needs a look.
+        log.warning("lock_held", message=str(exc), exit_code=exc.exit_code)
+        sys.exit(exc.exit_code)
     except MeteringError as exc:
         log.error("failed", error=str(exc), exit_code=exc.exit_code)
         sys.exit(exc.exit_code)

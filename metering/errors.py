@@ -36,6 +36,12 @@ class NoDatabase(MeteringError):
     exit_code = EXIT_FAILURE
 
 
+class LockFileError(MeteringError):
+    """The lock file cannot be created or locked: its setting needs fixing."""
+
+    exit_code = EXIT_USAGE
+
+
 class DatabaseUnavailable(MeteringError):
     exit_code = EXIT_FAILURE
 
