@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -16,9 +16,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from metering import __version__, logs, migrate
-from metering.db import describe_db_error, make_engine
-from metering.errors import EXIT_FAILURE, EXIT_USAGE, MeteringError
-from metering.options import TIME, database_options, format_option, lock_options, now_option
+from metering.db import describe_db_error, open_database
+from metering.errors import EXIT_FAILURE, EXIT_USAGE, LockHeld, MeteringError
+from metering.options import (
+    DURATION,
+    TIME,
+    database_options,
+    format_option,
+    lock_options,
+    now_option,
+)
 from metering.settings import Settings, build_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +59,11 @@ def handle_errors(verbose: bool) -> Iterator[None]:
     """One clear log line per failure; a traceback only with --verbose."""
     try:
         yield
+    except LockHeld as exc:
+        # The normal outcome of overlapping cron runs, not a failure: only a persistent
+        # one needs a look.
+        log.warning("lock_held", message=str(exc), exit_code=exc.exit_code)
+        sys.exit(exc.exit_code)
     except MeteringError as exc:
         log.error("failed", error=str(exc), exit_code=exc.exit_code)
         sys.exit(exc.exit_code)
@@ -84,7 +96,7 @@ def command_context() -> Context:
 
 
 def engine_for(settings: Settings, *, at_head: bool = True) -> Engine:
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database_url)
     if at_head:
         migrate.require_head(engine)
     return engine
@@ -150,6 +162,10 @@ def db() -> None:
 def db_upgrade(database_url: str | None, config: str | None) -> None:
     """Create or migrate the schema to the version this metering needs.
 
+    The one command that creates a database: on SQLite, the file (and, for the
+    default ~/.local/share/metering/metering.db, its directory); the others refuse
+    a database that does not exist. A MySQL/MariaDB database must exist already.
+
     \b
     Example:
       METERING_DATABASE_URL=mysql+pymysql://metering@db/metering metering db upgrade
@@ -157,7 +173,9 @@ def db_upgrade(database_url: str | None, config: str | None) -> None:
     ctx = command_context()
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config)
-        engine = engine_for(settings, at_head=False)
+        engine = open_database(
+            settings.database_url, create=True, create_parents=settings.default_database
+        )
         before = migrate.current(engine)
         migrate.upgrade(engine)
         after = migrate.current(engine)
@@ -168,7 +186,8 @@ def db_upgrade(database_url: str | None, config: str | None) -> None:
 @db.command("current")
 @database_options
 def db_current(database_url: str | None, config: str | None) -> None:
-    """Print the schema revision of the database and whether it is at head.
+    """Print the schema revision of the database, whether it is at head, and which
+    database that is (URL, password masked).
 
     Exits 1 when the schema is not at head.
 
@@ -183,7 +202,7 @@ def db_current(database_url: str | None, config: str | None) -> None:
         found = migrate.current(engine)
         wanted = migrate.HEAD
         state = "at head" if found == wanted else f"behind head {wanted}: run metering db upgrade"
-        click.echo(f"{found or 'empty'} ({state})")
+        click.echo(f"{found or 'empty'} ({state})\ndatabase: {settings.masked_url}")
         if found != wanted:
             sys.exit(EXIT_FAILURE)
 
@@ -287,15 +306,15 @@ def ingest_command(
 @now_option
 @click.option(
     "--grace",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="Wait after an hour ends before billing it [30m].",
+    help="Wait after an hour ends before billing it, e.g. 30m, 1h [30m].",
 )
 @click.option(
     "--settle-lag",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="How long a late-committing insert may lag and still be billed [10m].",
+    help="How long a late-committing insert may lag and still be billed, e.g. 10m [10m].",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Compute and print the lines, change nothing, take no lock."
@@ -316,8 +335,8 @@ def run_command(
     since: datetime | None,
     until: datetime | None,
     now: datetime | None,
-    grace: str | None,
-    settle_lag: str | None,
+    grace: timedelta | None,
+    settle_lag: timedelta | None,
     dry_run: bool,
     fmt: str,
     lock_file: str | None,
@@ -468,13 +487,13 @@ def report_command(
 @database_options
 @now_option
 @click.option(
-    "--grace", default=None, metavar="DURATION", help="The runs' grace after an hour [30m]."
+    "--grace", type=DURATION, default=None, help="The runs' grace after an hour, e.g. 30m [30m]."
 )
 @click.option(
     "--max-lag",
+    type=DURATION,
     default=None,
-    metavar="DURATION",
-    help="Health check: exit 1 when billing is further behind now - grace than this.",
+    help="Health check: exit 1 when billing is further behind now - grace than this, e.g. 2h.",
 )
 @click.option(
     "--runs",
@@ -489,12 +508,12 @@ def status_command(
     database_url: str | None,
     config: str | None,
     now: datetime | None,
-    grace: str | None,
-    max_lag: str | None,
+    grace: timedelta | None,
+    max_lag: timedelta | None,
     run_count: int,
     fmt: str,
 ) -> None:
-    """Where billing stands: schema, watermark, lag, last runs, what needs a look.
+    """Where billing stands: database, schema, watermark, lag, last runs, what needs a look.
 
     Exit 1 when the schema is missing or not at head, and with --max-lag when
     nothing was ever billed or billed_until is further behind now - grace than
@@ -507,15 +526,18 @@ def status_command(
     """
     from metering import status as status_mod
     from metering.render import render_status
-    from metering.settings import parse_duration
 
     ctx = command_context()
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config, grace=grace)
-        limit = None if max_lag is None else parse_duration(max_lag)
         engine = engine_for(settings, at_head=False)
         result = status_mod.status(
-            engine, now=now or utc_now(), grace=settings.grace, max_lag=limit, runs=run_count
+            engine,
+            database=settings.masked_url,
+            now=now or utc_now(),
+            grace=settings.grace,
+            max_lag=max_lag,
+            runs=run_count,
         )
         click.echo(render_status(result, fmt), nl=False)
         for problem in result.problems:

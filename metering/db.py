@@ -18,8 +18,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from metering.errors import DatabaseUnavailable
+from metering.errors import DatabaseUnavailable, NoDatabase
 from metering.logs import mask_secrets
+from metering.settings import mask_url
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 TMP_TABLE_BYTES = 256 * 1024 * 1024
@@ -51,14 +52,47 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_S)
             },
         )
     elif backend == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": sqlite_busy_timeout}
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         _sqlite_transactions(engine)
     return engine
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for a server database, :memory: or a file: URI."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database:
+        return None
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def open_database(url: str, *, create: bool = False, create_parents: bool = False) -> Engine:
+    """An engine on the database at url, which must exist unless `create`.
+
+    SQLite creates a missing file on connect: a read-only command (or a typo in the
+    URL) would leave an empty database behind, so the file is looked for first.
+    `create_parents` is for the default data directory only: any other missing
+    directory is a wrong path, not one to make.
+    """
+    path = sqlite_file(url)
+    if path is not None:
+        if create and create_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            (path.parent if create else path).stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if create:
+                raise DatabaseUnavailable(
+                    f"cannot create {mask_url(url)}: directory {path.parent} does not exist"
+                ) from exc
+            raise NoDatabase(f"no database at {mask_url(url)}, run `metering db upgrade`") from exc
+        except OSError as exc:
+            raise DatabaseUnavailable(f"database {mask_url(url)}: {exc.strerror}: {path}") from exc
+    return make_engine(url)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -98,6 +132,7 @@ __all__ = [
     "describe_db_error",
     "is_mysql",
     "make_engine",
+    "open_database",
     "unavailable",
     "write_lock",
 ]

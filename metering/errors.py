@@ -30,6 +30,18 @@ class SchemaNotAtHead(MeteringError):
     exit_code = EXIT_FAILURE
 
 
+class NoDatabase(MeteringError):
+    """The SQLite file is missing: only `metering db upgrade` creates one."""
+
+    exit_code = EXIT_FAILURE
+
+
+class LockFileError(MeteringError):
+    """The lock file cannot be created or locked: its setting needs fixing."""
+
+    exit_code = EXIT_USAGE
+
+
 class DatabaseUnavailable(MeteringError):
     exit_code = EXIT_FAILURE
 

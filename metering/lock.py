@@ -9,6 +9,8 @@ database without a usable lock.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,18 +20,48 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.db import is_mysql
-from metering.errors import ConcurrentRun, LockHeld
+from metering.errors import ConcurrentRun, LockFileError, LockHeld
+
+_LOCK_FILE_FIX = (
+    "set --lock-file (or METERING_LOCK_FILE, or lock_file in the config file) to a "
+    "regular file this user may create and write, e.g. /run/metering/metering.lock"
+)
+
+
+def check_lock_file(path: Path) -> None:
+    """Open the lock file once before filelock does: filelock reports a directory or a
+    device as a raw OSError, and a file it cannot create as a timeout, which would read
+    as a held lock (exit 75, try again next hour) forever."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # No O_TRUNC: a running holder's file is left as it is; closing our descriptor
+        # does not release its flock.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LockFileError(
+            f"cannot create or open the lock file {path}: {exc.strerror}; {_LOCK_FILE_FIX}"
+        ) from exc
+    if not stat.S_ISREG(mode):
+        raise LockFileError(f"the lock file {path} is not a regular file; {_LOCK_FILE_FIX}")
 
 
 @contextmanager
 def file_lock(path: Path, wait: float) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_lock_file(path)
     # flock-based: the kernel drops it when the holder dies, so a stale file is harmless.
     lock = filelock.FileLock(str(path), timeout=wait if wait > 0 else 0)
     try:
         lock.acquire()
     except filelock.Timeout as exc:
         raise LockHeld(f"another metering run holds the lock file {path}") from exc
+    except OSError as exc:
+        raise LockFileError(
+            f"cannot lock the lock file {path}: {exc.strerror}; {_LOCK_FILE_FIX}"
+        ) from exc
     try:
         yield
     finally:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 
+from metering.errors import ConfigError
+from metering.settings import parse_duration
 from metering.timeutil import parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +32,25 @@ class TimeParam(click.ParamType):  # type: ignore[type-arg]
 
 
 TIME = TimeParam()
+
+
+class DurationParam(click.ParamType):  # type: ignore[type-arg]
+    """A duration with its unit, by the same rule as the config file's (parse_duration)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = DurationParam()
 
 
 def database_options(func: F) -> F:
@@ -88,7 +109,8 @@ def lock_options(func: F) -> F:
     )(func)
     func = click.option(
         "--wait",
-        type=float,
+        # A negative timeout makes GET_LOCK wait forever.
+        type=click.FloatRange(min=0),
         default=0.0,
         show_default=True,
         metavar="SECONDS",

@@ -515,6 +515,7 @@ def _status_object(status: Status) -> dict[str, Any]:
         "healthy": status.healthy,
         "problems": status.problems,
         "now": _when(status.now),
+        "database": status.database,
         "schema": {
             "current": status.schema_current,
             "head": status.schema_head,
@@ -559,7 +560,10 @@ def render_status(status: Status, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(_status_object(status), ensure_ascii=False) + "\n"
     head = "at head" if status.at_head else f"head is {status.schema_head}"
-    out = [f"schema:        {status.schema_current or 'empty (never migrated)'} ({head})"]
+    out = [
+        f"database:      {status.database}",
+        f"schema:        {status.schema_current or 'empty (never migrated)'} ({head})",
+    ]
     state, counts = status.state, status.counts
     if state is not None and counts is not None:
         billed = _when(state.billed_until) or "nothing billed yet"

@@ -27,8 +27,17 @@ ENV_DATABASE_URL = "METERING_DATABASE_URL"
 ENV_CONFIG = "METERING_CONFIG"
 ENV_LOCK_FILE = "METERING_LOCK_FILE"
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# What a config file may set; anything else is a typo that would silently fall back
+# to a default (a misspelled database_url meant a new empty SQLite database).
+_KINDS: dict[str, type] = {"database_url": str, "lock_file": str, "database_lock": bool}
+_DURATION_KEYS = ("grace", "settle_lag")
+CONFIG_KEYS = (*_KINDS, *_DURATION_KEYS)
+SUPPORTED_DRIVERS = ("mysql+pymysql", "mariadb+pymysql", "sqlite", "sqlite+pysqlite")
+DEFAULT_GRACE = timedelta(minutes=30)
+DEFAULT_SETTLE_LAG = timedelta(minutes=10)
 
 
 def data_dir() -> Path:
@@ -55,13 +64,17 @@ def default_lock_file(database_url: str) -> Path:
     return Path(tempfile.gettempdir()) / f"metering-{os.getuid()}-{digest}.lock"
 
 
-def parse_duration(text: str | int) -> timedelta:
-    """'30m', '10m', '1h', '90s', '90' (seconds), '1d'."""
-    if isinstance(text, int):
-        return timedelta(seconds=text)
-    match = _DURATION.match(text)
+def parse_duration(value: object) -> timedelta:
+    """'90s', '30m', '1h', '1d': the one rule for every duration, from an option or a file.
+
+    A unit is required (a bare 30 was 30 seconds beside a default shown as 30m) and
+    there is no sign: a negative grace bills hours that have not ended.
+    """
+    match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
-        raise ConfigError(f"not a duration: {text!r} (examples: 30m, 10m, 1h, 90s)")
+        raise ConfigError(
+            f"not a duration: {value!r} (a whole number and a unit s, m, h or d: 90s, 30m, 1h)"
+        )
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -77,8 +90,9 @@ def mask_url(url: str) -> str:
 class Settings:
     database_url: str
     lock_file: Path
-    grace: timedelta = timedelta(minutes=30)
-    settle_lag: timedelta = timedelta(minutes=10)
+    default_database: bool = False  # no setting named one: the file under data_dir()
+    grace: timedelta = DEFAULT_GRACE
+    settle_lag: timedelta = DEFAULT_SETTLE_LAG
     database_lock: bool = True
     config_path: Path | None = None
     warnings: tuple[str, ...] = field(default=())
@@ -88,19 +102,31 @@ class Settings:
         return mask_url(self.database_url)
 
 
-def _read_config(path: Path) -> tuple[dict[str, Any], list[str]]:
-    warnings: list[str] = []
+def _read_config(path: Path, *, explicit: bool) -> tuple[dict[str, Any], list[str]] | None:
+    """The [metering] table of the file and warnings about it; None when an implicit
+    default file cannot be read (a HOME that is not ours counts as no config)."""
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
+    except OSError as exc:
+        if not explicit:
+            return None
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     section = data.get("metering", data)
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [metering] must be a table")
-    url = section.get("database_url")
+    unknown = [key for key in data if key != "metering"] if "metering" in data else []
+    unknown += [key for key in section if key not in CONFIG_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown key {', '.join(map(repr, unknown))} "
+            f"(known keys: {', '.join(CONFIG_KEYS)})"
+        )
+    values = _checked(path, section)
+    warnings: list[str] = []
+    url = values.get("database_url")
     if isinstance(url, str) and make_url_password(url):
         mode = path.stat().st_mode
         if mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -108,7 +134,44 @@ def _read_config(path: Path) -> tuple[dict[str, Any], list[str]]:
                 f"config file {path} holds a database password and is readable by "
                 f"group or others; run: chmod 600 {path}"
             )
-    return section, warnings
+    return values, warnings
+
+
+def _checked(path: Path, section: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's values by the options' rules, durations parsed: all of them, also
+    those an option overrides this time, so a bad file fails on every command."""
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        try:
+            if key in _DURATION_KEYS:
+                values[key] = parse_duration(value)
+            elif isinstance(value, _KINDS[key]):
+                values[key] = value
+            else:
+                raise ConfigError(f"must be a {_KINDS[key].__name__}, not {value!r}")
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {key}: {exc}") from exc
+    return values
+
+
+def _first(option: timedelta | None, file: timedelta | None, default: timedelta) -> timedelta:
+    # Not `or`: a zero duration is falsy and a valid setting.
+    if option is not None:
+        return option
+    return file if file is not None else default
+
+
+def check_database_url(url: str) -> None:
+    """Refuse, as bad usage, what is no URL or names a database metering does not drive."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"not a database URL: {mask_url(url)}") from exc
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ConfigError(
+            f"unsupported database {mask_url(url)}: "
+            "metering supports mysql+pymysql:// and sqlite:///"
+        )
 
 
 def make_url_password(url: str) -> bool:
@@ -123,43 +186,32 @@ def build_settings(
     database_url: str | None = None,
     config: str | None = None,
     lock_file: str | None = None,
-    grace: str | None = None,
-    settle_lag: str | None = None,
+    grace: timedelta | None = None,
+    settle_lag: timedelta | None = None,
     database_lock: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
+    """Options come parsed (durations by parse_duration, through click); file values are
+    checked here by the same rules."""
     env = os.environ if environ is None else environ
-    config_path: Path | None = None
-    file_values: dict[str, Any] = {}
-    warnings: list[str] = []
     explicit_config = config or env.get(ENV_CONFIG)
-    if explicit_config:
-        config_path = Path(explicit_config)
-    elif default_config_path().is_file():
-        config_path = default_config_path()
-    if config_path is not None:
-        file_values, warnings = _read_config(config_path)
+    candidate = Path(explicit_config) if explicit_config else default_config_path()
+    found = _read_config(candidate, explicit=bool(explicit_config))
+    file_values, warnings = found if found is not None else ({}, [])
+    config_path = candidate if found is not None else None
 
-    url = (
-        database_url
-        or env.get(ENV_DATABASE_URL)
-        or file_values.get("database_url")
-        or default_database_url()
-    )
-    if not isinstance(url, str):
-        raise ConfigError("database_url must be a string")
-    try:
-        make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"not a database URL: {mask_url(url)}") from exc
-
+    url = database_url or env.get(ENV_DATABASE_URL) or file_values.get("database_url")
+    if url:
+        check_database_url(url)
     lock = lock_file or env.get(ENV_LOCK_FILE) or file_values.get("lock_file")
+    resolved_url = url or default_database_url()
     return Settings(
-        database_url=url,
-        lock_file=Path(lock) if lock else default_lock_file(url),
-        grace=parse_duration(grace or file_values.get("grace", "30m")),
-        settle_lag=parse_duration(settle_lag or file_values.get("settle_lag", "10m")),
-        database_lock=database_lock and bool(file_values.get("database_lock", True)),
+        database_url=resolved_url,
+        lock_file=Path(lock) if lock else default_lock_file(resolved_url),
+        default_database=not url,
+        grace=_first(grace, file_values.get("grace"), DEFAULT_GRACE),
+        settle_lag=_first(settle_lag, file_values.get("settle_lag"), DEFAULT_SETTLE_LAG),
+        database_lock=database_lock and file_values.get("database_lock", True),
         config_path=config_path,
         warnings=tuple(warnings),
     )

@@ -33,6 +33,7 @@ FUTURE_MARGIN = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class Status:
+    database: str  # its URL, password masked: which database this status is about
     now: datetime
     grace: timedelta
     max_lag: timedelta | None
@@ -104,6 +105,7 @@ def _hours(delta: timedelta) -> str:
 def status(
     engine: Engine,
     *,
+    database: str,
     now: datetime,
     grace: timedelta,
     max_lag: timedelta | None = None,
@@ -113,9 +115,10 @@ def status(
     head = migrate.HEAD
     if current != head:
         # Tables may be missing or shaped differently: report the schema, read nothing.
-        return Status(now, grace, max_lag, current, head)
+        return Status(database, now, grace, max_lag, current, head)
     with engine.connect() as conn:
         return Status(
+            database,
             now,
             grace,
             max_lag,
