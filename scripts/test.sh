@@ -55,7 +55,12 @@ bash scripts/mariadb.sh start "$DBDIR" >/dev/null
 export METERING_TEST_MYSQL_URL
 log "MariaDB: $METERING_TEST_MYSQL_URL"
 
-# 4. The suite.
+# 4. Lint, format and types: kept clean, so a regression fails CI like a test.
+.venv/bin/ruff check metering tests
+.venv/bin/ruff format --check metering tests
+.venv/bin/mypy
+
+# 5. The suite.
 if [ "$#" -eq 0 ]; then set -- -q; fi
 rc=0
 .venv/bin/python -m pytest "$@" || rc=$?
