@@ -860,16 +860,19 @@ def check_command(
 
 
 @contextmanager
-def hours_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar for (done, total) callbacks, shown only on a terminal, never with
-    JSON logs, and only when the work takes more than one step."""
+def hours_progress(label: str) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A progress bar for (hours done, hours total, events read) callbacks, with the
+    events per second and an ETA; shown only on a terminal, never with JSON logs, and
+    only when the work takes more than one step."""
     import logging
+    import time
 
     log_format = click.get_current_context().find_root().params.get("log_format")
     if not sys.stderr.isatty() or log_format == "json":
         yield None
         return
     bars: list[Any] = []
+    started = time.monotonic()
 
     class ClearLine(logging.Filter):
         """A log line starts where the bar was; the next update draws the bar again."""
@@ -880,17 +883,28 @@ def hours_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
 
     clear = ClearLine()
 
-    def update(done: int, total: int) -> None:
+    def rate(events: int | None) -> str:
+        elapsed = time.monotonic() - started
+        return f"{events / elapsed:,.0f} events/s" if events and elapsed > 0 else ""
+
+    def update(done: int, total: int, events: int) -> None:
         if not bars:
             if done >= total:
                 return
-            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bar = click.progressbar(
+                length=total,
+                label=label,
+                file=sys.stderr,
+                show_pos=True,
+                show_eta=True,
+                item_show_func=rate,
+            )
             bar.__enter__()
             bars.append(bar)
             for handler in logging.getLogger().handlers:
                 handler.addFilter(clear)
         bars[0].length = total
-        bars[0].update(done - bars[0].pos)
+        bars[0].update(done - bars[0].pos, events)
 
     try:
         yield update

@@ -45,6 +45,13 @@ log = logs.get_logger("metering.run")
 
 # Lines one chunk (one transaction) may write: bounds a catch-up's memory.
 LINE_BUDGET = 50_000
+# Event ids one chunk reads, to start with: a backlog is read in windows of ids, so
+# memory follows a window, not the backlog. Each window is then sized so that it
+# holds about PART_BUDGET measure parts (what memory grows with: a part per key and
+# hour, ~350 bytes each), within ID_WINDOW_LIMITS; an hourly run reads one window.
+ID_WINDOW = 200_000
+PART_BUDGET = 100_000
+ID_WINDOW_LIMITS = (20_000, 10_000_000)
 SCHEDULED = "scheduled"
 BACKFILL = "backfill"
 
@@ -73,6 +80,7 @@ class ChunkResult:
     rejected: int = 0
     anomalies: int = 0
     duration_ms: int = 0
+    more: bool = False  # event ids past this chunk's window are still to be read
 
 
 @dataclass
@@ -104,12 +112,12 @@ def execute(
     use_database_lock: bool = True,
     wall_clock: Callable[[], datetime] = utc_now,
     pause: Callable[[str], None] = lambda _where: None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> RunOutcome:
     """Run (or dry-run) the hourly job. `pause` is a test hook called between phases.
 
-    `progress(hours done, hours total)`, if given, is called after each chunk that
-    billed a known span of hours (the first run ever bills all history in one chunk).
+    `progress(hours done, hours total, events read)`, if given, is called after each
+    chunk that billed a known span of hours (a first run's first chunk has none).
     """
     until = horizon_of(request.now, request.grace)
     if request.until is not None:
@@ -124,6 +132,7 @@ def execute(
     if since is not None and since >= until:
         raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
     job = _Job(request, until, since, wall_clock, pause, progress)
+    started = time.monotonic()
     if request.dry_run:
         with (
             sqlite_copy(engine)
@@ -131,14 +140,39 @@ def execute(
             else nullcontext(engine) as target
         ):
             _dry_run(job, target)
-        return job.outcome
-    with (
-        run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
-        engine.connect() as conn,
-        contention_errors("run"),
-    ):
-        job.work(write_lock(conn), commit=True)
+    else:
+        with (
+            run_lock(engine, lock_file, wait=wait, use_database_lock=use_database_lock),
+            engine.connect() as conn,
+            contention_errors("run"),
+        ):
+            job.work(write_lock(conn), commit=True)
+    _summarize(job.outcome, request.dry_run, time.monotonic() - started)
     return job.outcome
+
+
+def _summarize(outcome: RunOutcome, dry_run: bool, seconds: float) -> None:
+    """One line for the whole invocation: a catch-up logs a line per chunk before it."""
+    runs = outcome.runs
+    if not runs:
+        return
+    events = sum(r.events_read for r in runs)
+    windows = [(r.hours_from, r.hours_to) for r in runs if r.hours_to is not None]
+    starts = [h for h, _ in windows if h is not None]
+    log.info(
+        "dry_run_summary" if dry_run else "run_summary",
+        run_ids=[runs[0].run_id, runs[-1].run_id] if len(runs) > 1 else [runs[0].run_id],
+        chunks=len(runs),
+        hours_from=iso(from_ms(min(starts))) if starts else None,
+        hours_to=iso(from_ms(max(h for _, h in windows))) if windows else None,
+        events_read=events,
+        lines_written=sum(r.lines_written for r in runs),
+        corrections=sum(r.corrections for r in runs),
+        rejected=sum(r.rejected for r in runs),
+        anomalies=sum(r.anomalies for r in runs),
+        duration_ms=int(seconds * 1000),
+        events_per_s=int(events / seconds) if seconds > 0 else None,
+    )
 
 
 def _dry_run(job: _Job, engine: Engine) -> None:
@@ -162,7 +196,7 @@ class _Job:
         since: int | None,
         wall_clock: Callable[[], datetime],
         pause: Callable[[str], None],
-        progress: Callable[[int, int], None] | None = None,
+        progress: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.request = request
         self.until = until
@@ -171,6 +205,7 @@ class _Job:
         self.pause = pause
         self.progress = progress
         self.hours_done = 0
+        self.id_window = ID_WINDOW
         self.host = socket.gethostname()
         self.outcome = RunOutcome()
 
@@ -184,7 +219,7 @@ class _Job:
             if result is None:
                 return
             self._record(result)
-            if result.hours_to is not None and result.hours_to >= self.until:
+            if result.hours_to is not None and result.hours_to >= self.until and not result.more:
                 return
 
     def _record(self, result: ChunkResult | None) -> None:
@@ -213,7 +248,7 @@ class _Job:
         self.hours_done += (result.hours_to - result.hours_from) // HOUR
         total = self.hours_done + max(0, self.until - result.hours_to) // HOUR
         if total:
-            self.progress(self.hours_done, total)
+            self.progress(self.hours_done, total, sum(r.events_read for r in self.outcome.runs))
 
     # -- one scheduled chunk ------------------------------------------------------
 
@@ -242,16 +277,23 @@ class _Job:
                 message="the clock is earlier than the last run's window: nothing to do",
             )
             return None
-        top = store_events.max_id(conn)
+        newest = store_events.max_id(conn)
         gaps = store_state.read_gaps(conn)
-        if h0 == self.until and top <= mark.last_event_id and not gaps:
+        if h0 == self.until and newest <= mark.last_event_id and not gaps:
             return None
+        top = min(newest, mark.last_event_id + self.id_window)
         running: list[StoredResource] = []
         if h0 is None:
             h1 = self.until
         else:
             running = store_state.running_resources(conn)
             h1 = billing.chunk_end(h0, self.until, len(running), LINE_BUDGET)
+        if top < newest:
+            # Ids beyond the window are still unread: bill only up to the hour the
+            # window's last event reached. Producers write in about time order, so
+            # the rest belongs to later hours; an event that does not is a late one,
+            # billed as a correction by the chunk that reads it.
+            h1 = billing.window_end(h0, h1, store_events.time_at_id(conn, top))
 
         self.pause("read")
         batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag)
@@ -313,6 +355,10 @@ class _Job:
             rejected=sum(1 for f in findings if f.category == REJECTED),
             anomalies=sum(1 for f in findings if f.category == ANOMALY),
             duration_ms=int((time.monotonic() - started) * 1000),
+            more=top < newest,
+        )
+        self.id_window = billing.next_window(
+            self.id_window, top - mark.last_event_id, batch.groups, PART_BUDGET, ID_WINDOW_LIMITS
         )
         store_runs.insert_run(conn, self._run_record(result, wall))
         self.pause("commit")
@@ -547,6 +593,7 @@ class _Batch:
     rejections: list[Finding] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     max_period: int = 0
+    groups: int = 0  # measure parts the window's reading held
 
 
 def _read_new(
@@ -589,6 +636,7 @@ def _read_new(
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
     batch.parts = parts
+    batch.groups = len(parts)
     return batch
 
 

@@ -104,7 +104,7 @@ def quantities_as_text(engine: Engine) -> None:
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'usage_lines'"
         ).scalar_one()
         conn.exec_driver_sql("DROP TABLE usage_lines")
-        conn.exec_driver_sql(re.sub(r"quantity NUMERIC\(20, 3\)", "quantity TEXT", ddl))
+        conn.exec_driver_sql(re.sub(r"quantity NUMERIC\(\d+, 3\)", "quantity TEXT", ddl))
 
 
 def write_raw(engine: Engine, values: list[Any], resource_id: str = "vm-1") -> None:

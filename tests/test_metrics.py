@@ -248,7 +248,7 @@ def test_execute_reports_hours_done_after_each_chunk(sqlite_url: str, tmp_path: 
         "2016-12-12T20:00:00Z",
         tmp_path,
         since=datetime(2016, 12, 12, 12, tzinfo=UTC),
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda done, total, _events: calls.append((done, total)),
     )
     assert [r.kind for r in outcome.runs] == ["backfill", "scheduled"]
     assert calls == [(5, 7), (7, 7)]
@@ -291,10 +291,21 @@ def run_on_terminal(url: str, tmp_path: Path, *options: str) -> tuple[int, str]:
 
 def test_progress_bar_on_a_terminal(sqlite_url: str, tmp_path: Path) -> None:
     catch_up_scenario(sqlite_url, tmp_path)
+    # Events for the backfill's hours: the bar shows how fast they are read.
+    engine = migrated(sqlite_url)
+    insert_events(
+        engine,
+        [
+            resource(f"s{i}", "start", f"2016-12-12T13:{i:02d}:00Z", resource_id=f"vm-{i}")
+            for i in range(10)
+        ],
+    )
+    engine.dispose()
     code, err = run_on_terminal(sqlite_url, tmp_path)
     assert code == 0, err
     assert "billing hours" in err
     assert "7/7" in err
+    assert "events/s" in err
 
 
 def test_no_progress_bar_in_json_logs_even_on_a_terminal(sqlite_url: str, tmp_path: Path) -> None:
@@ -302,7 +313,12 @@ def test_no_progress_bar_in_json_logs_even_on_a_terminal(sqlite_url: str, tmp_pa
     code, err = run_on_terminal(sqlite_url, tmp_path, "--log-format", "json")
     assert code == 0, err
     lines = [line for line in err.replace("\r\n", "\n").split("\n") if line.strip()]
-    assert [json.loads(line)["event"] for line in lines] == ["run_finished", "run_finished"]
+    # A line per chunk, then one for the whole invocation.
+    assert [json.loads(line)["event"] for line in lines] == [
+        "run_finished",
+        "run_finished",
+        "run_summary",
+    ]
 
 
 def test_no_progress_bar_off_a_terminal(sqlite_url: str, tmp_path: Path) -> None:
@@ -313,7 +329,10 @@ def test_no_progress_bar_off_a_terminal(sqlite_url: str, tmp_path: Path) -> None
     )
     assert result.exit_code == 0
     assert "billing hours" not in result.stderr
-    assert [json.loads(line)["event"] for line in result.stderr.splitlines()] == [
-        "run_finished",
-        "run_finished",
-    ]
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["run_finished", "run_finished", "run_summary"]
+    summary = events[-1]
+    assert summary["chunks"] == 2
+    assert summary["events_read"] == sum(e["events_read"] for e in events[:2])
+    assert summary["lines_written"] == sum(e["lines_written"] for e in events[:2])
+    assert summary["run_ids"] == [events[0]["run_id"], events[1]["run_id"]]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from metering.core.diff import diff
-from metering.core.events import HOUR, Measure, QuantityKey, ResourceEvent
+from metering.core.events import HOUR, MIN_TIME, Measure, QuantityKey, ResourceEvent
 from metering.core.slicing import hour_of, measure_by_hour, running_by_hour
 from metering.core.spans import Anomaly, Replay, ResourceState, replay
 
@@ -103,3 +103,24 @@ def chunk_end(billed_until: int, horizon: int, running: int, line_budget: int) -
     """How far one transaction bills: bounded so its lines stay near line_budget."""
     hours = max(1, line_budget // max(1, running))
     return min(horizon, billed_until + hours * HOUR)
+
+
+def window_end(billed_until: int | None, end: int, reached: int | None) -> int:
+    """Where a chunk that read only a window of the unread ids stops billing: at the
+    hour `reached` by the window's last event (that hour is not complete yet), never
+    past `end` nor before billed_until. An unreadable time bills no new hour."""
+    if reached is None:
+        return MIN_TIME if billed_until is None else billed_until
+    stop = max(MIN_TIME, min(end, hour_of(reached)))
+    return stop if billed_until is None else max(billed_until, stop)
+
+
+def next_window(
+    window: int, read: int, parts: int, part_budget: int, limits: tuple[int, int]
+) -> int:
+    """The next id window: sized so that it would hold about `part_budget` measure
+    parts at the density the last window had, within `limits`."""
+    if read <= 0:
+        return window
+    low, high = limits
+    return max(low, min(high, part_budget * read // max(parts, 1)))

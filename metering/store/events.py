@@ -271,6 +271,18 @@ def max_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(ev.c.id), 0))).scalar_one())
 
 
+def time_at_id(conn: Connection, last: int) -> int | None:
+    """occurred_at of the newest event up to id `last` (None: none, or unreadable)."""
+    query = (
+        select(type_coerce(ev.c.occurred_at, _Raw()))
+        .where(ev.c.id <= last)
+        .order_by(ev.c.id.desc())
+        .limit(1)
+    )
+    value = parse_raw_time(conn.execute(query).scalar())
+    return None if isinstance(value, Unreadable) else value
+
+
 def scan_query(conn: Connection, lo: int, hi: int) -> Select[Any]:
     """The one query scan_range sends (benchmarks/scan_parts.py times it too)."""
     single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
