@@ -49,8 +49,8 @@ LINE_BUDGET = 50_000
 # memory follows a window, not the backlog. Each window is then sized so that it
 # holds about PART_BUDGET measure parts (what memory grows with: a part per key and
 # hour, ~350 bytes each), within ID_WINDOW_LIMITS; an hourly run reads one window.
-ID_WINDOW = 200_000
-PART_BUDGET = 100_000
+ID_WINDOW = 150_000
+PART_BUDGET = 150_000
 ID_WINDOW_LIMITS = (20_000, 10_000_000)
 SCHEDULED = "scheduled"
 BACKFILL = "backfill"
