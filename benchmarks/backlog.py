@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument(
         "--db", required=True, help="MariaDB server URL (a user that may create databases)"
     )
-    parser.add_argument("--per-day", default="200k", help="events per day (e.g. 200k, 1M)")
+    parser.add_argument("--per-day", default="240k", help="events per day (e.g. 200k, 1M)")
     parser.add_argument("--days", default="1,7", help="backlog sizes in days, comma separated")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
