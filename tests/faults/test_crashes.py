@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from metering import run as run_module
 from tests.faults import scenario as sc
 from tests.support import t
 
@@ -81,3 +82,37 @@ def test_sigkill_at_random_moments_of_catch_up(
         now += timedelta(hours=1)
     assert feed.done
     assert len(killed) >= 30, killed
+
+
+def test_sigkill_during_a_first_run_over_days_loses_only_the_chunk_in_flight(
+    engine: Engine, mariadb_url: str, tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run on a 2-day history reads it in windows of ids, a chunk (one
+    transaction) each: a kill in the k-th chunk keeps the k-1 before it, and the next
+    run resumes from them and ends exact (issue 12)."""
+    rng = random.Random(seed)
+    feed = sc.Feed(sc.history(seed, start=START, hours=48, vms=20, per_minute_every=4))
+    now = START + timedelta(hours=54, minutes=32)  # every late delivery is in by then
+    feed.deliver_until(engine, now)
+    assert feed.done
+    # Small windows, fixed: the forked child shares this module state.
+    window = 400
+    monkeypatch.setattr(run_module, "ID_WINDOW", window)
+    monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (window, window))
+    lock = tmp_path / "metering.lock"
+    committed = 0
+    for _kill in range(4):
+        chunk = rng.randint(1, 3)
+        phase = rng.choice(sc.PHASES)
+        code = sc.fork_run(mariadb_url, now, lock, sc.killer(phase, occurrence=chunk))
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, (phase, chunk, code, f"seed={seed}")
+        state = sc.assert_consistent(engine)
+        # The chunks before the one killed committed; the killed one left nothing.
+        assert state.version == committed + chunk - 1, (phase, chunk, f"seed={seed}")
+        committed = state.version
+    assert committed > 0
+    done = sc.cli(mariadb_url, "run", "--now", now.isoformat(), "--lock-file", str(lock))
+    assert done.returncode == 0, done.stderr
+    sc.assert_exact(engine, now)
