@@ -1,7 +1,7 @@
 """A backlog of days billed by one `metering run`: time, peak RSS, and the database's
 own INSERT ... SELECT ... GROUP BY over the same rows (the limit), side by side.
 
-    python benchmarks/backlog.py --db URL [--per-day 200k] [--days 1,7] [--out DIR]
+    python benchmarks/backlog.py --db URL [--per-day 240k] [--days 1,7] [--out DIR]
 
 For each D: a fresh database, D days of dense hours (benchmarks/generate.py's measured
 hour: per-interval byte measures of 20k IPs, VM and volume churn, late and bad rows),
