@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from tests.support import Database, migrated
+
 MYSQL_URL_ENV = "METERING_TEST_MYSQL_URL"
 
 
@@ -108,3 +110,36 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def env(tmp_path: Path) -> dict[str, str]:
     """Environment for CLI tests: no user config file leaks in."""
     return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "METERING_CONFIG": ""}
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for CLI tests of configuration: no user config, data directory,
+    database URL or lock file leaks in; the default database lands under tmp_path."""
+    return {
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "METERING_CONFIG": "",
+        "METERING_DATABASE_URL": "",
+        "METERING_LOCK_FILE": str(tmp_path / "metering.lock"),
+    }
+
+
+@pytest.fixture
+def sqlite_database(sqlite_url: str) -> Iterator[Database]:
+    """A migrated SQLite database that property tests empty between examples."""
+    engine = migrated(sqlite_url)
+    try:
+        yield Database(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def mariadb_database(mariadb_url: str) -> Iterator[Database]:
+    """A migrated MariaDB database that property tests empty between examples."""
+    engine = migrated(mariadb_url)
+    try:
+        yield Database(engine)
+    finally:
+        engine.dispose()

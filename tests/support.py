@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from hypothesis import HealthCheck
 from sqlalchemy import Engine, insert, select
 
 from metering import migrate
 from metering.db import make_engine
 from metering.run import RunOutcome, RunRequest, execute
 from metering.store import ingest as store_ingest
-from metering.store.schema import usage_events, usage_lines
+from metering.store.schema import metering_state, rejected_events, usage_events, usage_lines
 from metering.store.types import to_decimal
 from metering.timeutil import parse_time
 
@@ -132,3 +134,65 @@ def billed(engine: Engine) -> dict[BilledKey, Decimal]:
         for a, e, r, o, u, hour, quantity in conn.execute(query):
             sums[(a, e, r, o, u, hour)] += to_decimal(quantity)
     return {k: v for k, v in sums.items() if v != 0}
+
+
+# Hypothesis settings of the database property tests: each example empties a database
+# that a function-scoped fixture made once, and examples take their time.
+PROPERTY_SETTINGS: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+
+
+class Database:
+    """One migrated database per test function, emptied between examples."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.connect() as conn:
+            self.initial_state = dict(conn.execute(select(metering_state)).mappings().one())
+        reflected = sa.MetaData()
+        reflected.reflect(engine)
+        self.tables = [name for name in reflected.tables if name != "alembic_version"]
+
+    def reset(self) -> None:
+        with self.engine.begin() as conn:
+            for name in self.tables:
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql(f'DELETE FROM "{name}"')
+                else:
+                    conn.exec_driver_sql(f"TRUNCATE TABLE `{name}`")
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("DELETE FROM sqlite_sequence")
+            conn.execute(sa.insert(metering_state).values(**self.initial_state))
+
+    def deliver(self, rows: list[dict[str, Any]]) -> None:
+        """Insert, skipping event_ids already stored (a redelivery), in one transaction."""
+        with self.engine.begin() as conn:
+            store_ingest.insert_events(conn, rows)
+
+    def stored(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(usage_events).order_by(usage_events.c.id)).mappings()
+            return [dict(r) for r in rows]
+
+    def billed_until(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(metering_state.c.billed_until)).scalar_one()
+            return value  # type: ignore[no-any-return]
+
+    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        with self.engine.connect() as conn:
+            return {
+                name: sorted(
+                    (tuple(map(str, r)) for r in conn.exec_driver_sql(f"SELECT * FROM {name}")),
+                )
+                for name in self.tables
+            }
+
+    def rejected_ids(self) -> Counter[str]:
+        with self.engine.connect() as conn:
+            query = select(rejected_events.c.event_id).where(
+                rejected_events.c.category == "rejected"
+            )
+            return Counter(conn.execute(query).scalars())

@@ -6,24 +6,22 @@ later window's events belong to: those come back as corrections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metering import run as run_module
 from metering.core.billing import next_window, window_end
 from metering.core.events import HOUR, MIN_TIME
 from tests.contract_model import expected
-from tests.support import billed, migrated, run
+from tests.support import PROPERTY_SETTINGS, Database, billed, run
 from tests.test_run_properties import (
     SPAN_HOURS,
     T0,
-    Database,
     measures,
     resource_events,
 )
@@ -77,33 +75,9 @@ def check(db: Database, history: tuple[list[dict[str, Any]], int], tmp_path: Pat
     assert at_once == expected(db.stored(), until)
 
 
-COMMON: dict[str, Any] = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    engine = migrated(sqlite_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def mariadb_database(mariadb_url: str) -> Iterator[Database]:
-    engine = migrated(mariadb_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.slow
 @given(history=histories())
-@settings(max_examples=30, **COMMON)
+@settings(max_examples=30, **PROPERTY_SETTINGS)
 def test_catch_up_in_windows_equals_hourly_runs_sqlite(
     history: tuple[list[dict[str, Any]], int],
     sqlite_database: Database,
@@ -116,7 +90,7 @@ def test_catch_up_in_windows_equals_hourly_runs_sqlite(
 @pytest.mark.slow
 @pytest.mark.mariadb
 @given(history=histories())
-@settings(max_examples=12, **COMMON)
+@settings(max_examples=12, **PROPERTY_SETTINGS)
 def test_catch_up_in_windows_equals_hourly_runs_mariadb(
     history: tuple[list[dict[str, Any]], int],
     mariadb_database: Database,

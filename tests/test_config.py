@@ -30,18 +30,6 @@ KNOWN = ("database_url", "lock_file", "grace", "settle_lag", "database_lock")
 
 
 @pytest.fixture
-def cfg_env(tmp_path: Path) -> dict[str, str]:
-    """No user config or data leaks in; the default database would land under tmp_path."""
-    return {
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "METERING_CONFIG": "",
-        "METERING_DATABASE_URL": "",
-        "METERING_LOCK_FILE": str(tmp_path / "metering.lock"),
-    }
-
-
-@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = migrated(database_url)
     insert_events(engine, [resource("c", "create", "2016-12-12T10:15:00Z", offering="small")])
@@ -92,10 +80,10 @@ def nothing_billed(engine: Engine) -> bool:
     ],
 )
 def test_config_durations_need_a_unit_and_no_sign(
-    engine: Engine, database_url: str, tmp_path: Path, cfg_env: dict[str, str], line: str
+    engine: Engine, database_url: str, tmp_path: Path, isolated_env: dict[str, str], line: str
 ) -> None:
     config = config_file(tmp_path, f'[metering]\ndatabase_url = "{database_url}"\n{line}\n')
-    result = invoke(cfg_env, "--config", str(config), "run", "--now", NOW)
+    result = invoke(isolated_env, "--config", str(config), "run", "--now", NOW)
     assert result.exit_code == 2, result.output
     (error,) = errors(result)
     assert line.split(" =")[0] in error["error"] and str(config) in error["error"]
@@ -115,22 +103,24 @@ def test_config_durations_need_a_unit_and_no_sign(
     ids=lambda a: " ".join(a[3:]),
 )
 def test_duration_options_need_a_unit_and_no_sign(
-    engine: Engine, database_url: str, cfg_env: dict[str, str], args: list[str]
+    engine: Engine, database_url: str, isolated_env: dict[str, str], args: list[str]
 ) -> None:
-    result = invoke({**cfg_env, "METERING_DATABASE_URL": database_url}, *args)
+    result = invoke({**isolated_env, "METERING_DATABASE_URL": database_url}, *args)
     assert result.exit_code == 2, result.output
     assert nothing_billed(engine)
 
 
 def test_config_durations_with_units_are_applied(
-    engine: Engine, database_url: str, tmp_path: Path, cfg_env: dict[str, str]
+    engine: Engine, database_url: str, tmp_path: Path, isolated_env: dict[str, str]
 ) -> None:
     config = config_file(tmp_path, f'[metering]\ndatabase_url = "{database_url}"\ngrace = "45m"\n')
-    result = invoke(cfg_env, "--config", str(config), "status", "--format", "json", "--now", NOW)
+    result = invoke(
+        isolated_env, "--config", str(config), "status", "--format", "json", "--now", NOW
+    )
     assert json.loads(result.stdout)["grace_seconds"] == 45 * 60
     # An option beats the file.
     result = invoke(
-        cfg_env, "--config", str(config), "status", "--format", "json", "--now", NOW,
+        isolated_env, "--config", str(config), "status", "--format", "json", "--now", NOW,
         "--grace", "1h",
     )  # fmt: skip
     assert json.loads(result.stdout)["grace_seconds"] == 3600
@@ -149,12 +139,12 @@ def test_config_durations_with_units_are_applied(
     ids=["in the section", "without a section", "beside the section"],
 )
 def test_an_unknown_config_key_is_an_error_naming_it_and_the_known_ones(
-    database_url: str, tmp_path: Path, cfg_env: dict[str, str], body: str
+    database_url: str, tmp_path: Path, isolated_env: dict[str, str], body: str
 ) -> None:
     migrated(database_url).dispose()
     config = config_file(tmp_path, body.format(url=database_url))
     for command in (["status"], ["db", "upgrade"], ["run", "--now", NOW]):
-        result = invoke(cfg_env, "--config", str(config), *command)
+        result = invoke(isolated_env, "--config", str(config), *command)
         assert result.exit_code == 2, (command, result.output)
         (error,) = errors(result)
         assert "databse_url" in error["error"], error
@@ -176,7 +166,7 @@ def test_an_unknown_config_key_is_an_error_naming_it_and_the_known_ones(
 )
 @pytest.mark.parametrize("how", ["option", "env", "config"])
 def test_an_unsupported_database_url_exits_2_naming_the_supported_ones(
-    tmp_path: Path, cfg_env: dict[str, str], url: str, how: str
+    tmp_path: Path, isolated_env: dict[str, str], url: str, how: str
 ) -> None:
     config = config_file(tmp_path, f'[metering]\ndatabase_url = "{url}"\n')
     given: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -186,7 +176,7 @@ def test_an_unsupported_database_url_exits_2_naming_the_supported_ones(
     }
     args, extra = given[how]
     for command in (["status"], ["db", "upgrade"]):
-        result = invoke({**cfg_env, **extra}, *args, *command)
+        result = invoke({**isolated_env, **extra}, *args, *command)
         assert result.exit_code == 2, result.output
         (error,) = errors(result)
         assert error["error"].startswith("unsupported database "), error
@@ -198,7 +188,7 @@ def test_an_unsupported_database_url_exits_2_naming_the_supported_ones(
 
 
 def test_an_explicit_config_that_cannot_be_read_is_an_error_naming_it(
-    tmp_path: Path, cfg_env: dict[str, str]
+    tmp_path: Path, isolated_env: dict[str, str]
 ) -> None:
     directory = tmp_path / "a-directory.toml"
     directory.mkdir()
@@ -206,7 +196,7 @@ def test_an_explicit_config_that_cannot_be_read_is_an_error_naming_it(
         (["--config", str(directory)], {}),
         ([], {"METERING_CONFIG": str(directory)}),
     ):
-        result = invoke({**cfg_env, **extra}, *args, "status")
+        result = invoke({**isolated_env, **extra}, *args, "status")
         assert result.exit_code == 2, result.output
         (error,) = errors(result)
         assert f"config file {directory}" in error["error"], error

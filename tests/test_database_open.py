@@ -21,17 +21,6 @@ NOW = "2016-12-12T13:30:00Z"
 INVENTORY = b'{"entity": "vm", "account": "a", "resource_id": "v", "offering": "small"}\n'
 
 
-@pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "METERING_CONFIG": "",
-        "METERING_DATABASE_URL": "",
-        "METERING_LOCK_FILE": str(tmp_path / "metering.lock"),
-    }
-
-
 def invoke(env: dict[str, str], *args: str, stdin: bytes = b"") -> Result:
     return CliRunner().invoke(
         main, ["--log-format", "json", *args], env=env, input=stdin, catch_exceptions=False
@@ -60,7 +49,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_only_db_upgrade_creates_a_database(
-    tmp_path: Path, clean_env: dict[str, str], command: list[str]
+    tmp_path: Path, isolated_env: dict[str, str], command: list[str]
 ) -> None:
     missing = tmp_path / "nonexistent" / "dir" / "m.db"
     default = tmp_path / "data" / "metering" / "metering.db"
@@ -68,7 +57,7 @@ def test_only_db_upgrade_creates_a_database(
         (missing, ["--database-url", f"sqlite:///{missing}"]),
         (default, []),  # no setting at all: the default file
     ):
-        result = invoke(clean_env, *args, *command, stdin=INVENTORY)
+        result = invoke(isolated_env, *args, *command, stdin=INVENTORY)
         assert result.exit_code == 1, (command, result.output)
         assert result.stdout == ""
         (line,) = log_lines(result)
@@ -81,17 +70,19 @@ def test_only_db_upgrade_creates_a_database(
 
 
 def test_db_upgrade_creates_the_default_database_and_its_directory(
-    tmp_path: Path, clean_env: dict[str, str]
+    tmp_path: Path, isolated_env: dict[str, str]
 ) -> None:
-    result = invoke(clean_env, "db", "upgrade")
+    result = invoke(isolated_env, "db", "upgrade")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "metering" / "metering.db").is_file()
-    assert invoke(clean_env, "status", "--now", NOW).exit_code == 0
+    assert invoke(isolated_env, "status", "--now", NOW).exit_code == 0
 
 
-def test_db_upgrade_creates_no_other_directory(tmp_path: Path, clean_env: dict[str, str]) -> None:
+def test_db_upgrade_creates_no_other_directory(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
     missing = tmp_path / "nonexistent" / "dir" / "m.db"
-    result = invoke(clean_env, "--database-url", f"sqlite:///{missing}", "db", "upgrade")
+    result = invoke(isolated_env, "--database-url", f"sqlite:///{missing}", "db", "upgrade")
     assert result.exit_code == 1, result.output
     (line,) = log_lines(result)
     assert f"directory {missing.parent} does not exist" in line["error"], line
@@ -99,16 +90,17 @@ def test_db_upgrade_creates_no_other_directory(tmp_path: Path, clean_env: dict[s
     # In an existing directory the file is created.
     (tmp_path / "nonexistent" / "dir").mkdir(parents=True)
     assert (
-        invoke(clean_env, "--database-url", f"sqlite:///{missing}", "db", "upgrade").exit_code == 0
+        invoke(isolated_env, "--database-url", f"sqlite:///{missing}", "db", "upgrade").exit_code
+        == 0
     )
     assert missing.is_file()
 
 
 def test_status_and_db_current_show_the_database_masked(
-    database_url: str, clean_env: dict[str, str]
+    database_url: str, isolated_env: dict[str, str]
 ) -> None:
     migrated(database_url).dispose()
-    env = {**clean_env, "METERING_DATABASE_URL": database_url}
+    env = {**isolated_env, "METERING_DATABASE_URL": database_url}
     shown = mask_url(database_url)
     password = make_url(database_url).password
 
@@ -124,9 +116,9 @@ def test_status_and_db_current_show_the_database_masked(
 
 
 def test_status_shows_the_database_of_an_empty_schema_too(
-    database_url: str, clean_env: dict[str, str]
+    database_url: str, isolated_env: dict[str, str]
 ) -> None:
-    env = {**clean_env, "METERING_DATABASE_URL": database_url}
+    env = {**isolated_env, "METERING_DATABASE_URL": database_url}
     if database_url.startswith("sqlite"):
         Path(make_url(database_url).database or "").touch()  # an empty SQLite database
     result = invoke(env, "status", "--now", NOW)

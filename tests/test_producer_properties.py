@@ -13,14 +13,13 @@ all of them; every row the model cannot bill is recorded once as rejected.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select
 
@@ -28,13 +27,12 @@ from metering.errors import UsageError
 from metering.store.schema import usage_events
 from metering.store.usage import Line, lines_of_runs
 from tests.contract_model import billable_measure, billable_resource, expected
-from tests.support import billed, migrated, run
+from tests.support import PROPERTY_SETTINGS, Database, billed, run
 from tests.test_run_properties import (
     FINAL_NOW,
     HOUR_MS,
     SPAN_HOURS,
     T0,
-    Database,
     measures,
     resource_events,
 )
@@ -210,33 +208,9 @@ def play(db: Database, rows: list[Row], batches: list[list[int]], steps: list[St
     assert db.rejected_ids() == bad, "each row that cannot be billed recorded once"
 
 
-COMMON: dict[str, Any] = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    engine = migrated(sqlite_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def mariadb_database(mariadb_url: str) -> Iterator[Database]:
-    engine = migrated(mariadb_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.slow
 @given(data=st.data())
-@settings(max_examples=40, **COMMON)
+@settings(max_examples=40, **PROPERTY_SETTINGS)
 def test_producer_rows_bill_like_the_model_sqlite(
     data: st.DataObject, sqlite_database: Database, tmp_path: Path
 ) -> None:
@@ -246,7 +220,7 @@ def test_producer_rows_bill_like_the_model_sqlite(
 @pytest.mark.slow
 @pytest.mark.mariadb
 @given(data=st.data())
-@settings(max_examples=15, **COMMON)
+@settings(max_examples=15, **PROPERTY_SETTINGS)
 def test_producer_rows_bill_like_the_model_mariadb(
     data: st.DataObject, mariadb_database: Database, tmp_path: Path
 ) -> None:

@@ -9,7 +9,6 @@ events stored so far; after a final run past everything, exact for all of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,19 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
 
 from metering.errors import UsageError
 from metering.run import RunOutcome
-from metering.store import ingest as store_ingest
-from metering.store.schema import metering_state, rejected_events, usage_events
 from metering.store.usage import lines_of_runs
 from metering.timeutil import to_ms
 from tests.contract_model import billable_measure, billable_resource, expected
-from tests.support import billed, migrated, run
+from tests.support import PROPERTY_SETTINGS, Database, billed, run
 from tests.support import event as row
 
 T0 = datetime(2016, 12, 12, 10, tzinfo=UTC)
@@ -162,78 +157,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(events, batches, first_now, steps)
 
 
-class Database:
-    """One migrated database per test function, emptied between examples."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        with engine.connect() as conn:
-            self.initial_state = dict(conn.execute(select(metering_state)).mappings().one())
-        reflected = sa.MetaData()
-        reflected.reflect(engine)
-        self.tables = [name for name in reflected.tables if name != "alembic_version"]
-
-    def reset(self) -> None:
-        with self.engine.begin() as conn:
-            for name in self.tables:
-                if conn.dialect.name == "sqlite":
-                    conn.exec_driver_sql(f'DELETE FROM "{name}"')
-                else:
-                    conn.exec_driver_sql(f"TRUNCATE TABLE `{name}`")
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("DELETE FROM sqlite_sequence")
-            conn.execute(sa.insert(metering_state).values(**self.initial_state))
-
-    def deliver(self, rows: list[dict[str, Any]]) -> None:
-        """Insert, skipping event_ids already stored (a redelivery), in one transaction."""
-        with self.engine.begin() as conn:
-            store_ingest.insert_events(conn, rows)
-
-    def stored(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(usage_events).order_by(usage_events.c.id)).mappings()
-            return [dict(r) for r in rows]
-
-    def billed_until(self) -> datetime | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(select(metering_state.c.billed_until)).scalar_one()
-            return value  # type: ignore[no-any-return]
-
-    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
-        with self.engine.connect() as conn:
-            return {
-                name: sorted(
-                    (tuple(map(str, r)) for r in conn.exec_driver_sql(f"SELECT * FROM {name}")),
-                )
-                for name in self.tables
-            }
-
-    def rejected_ids(self) -> Counter[str]:
-        with self.engine.connect() as conn:
-            query = select(rejected_events.c.event_id).where(
-                rejected_events.c.category == "rejected"
-            )
-            return Counter(conn.execute(query).scalars())
-
-
-@pytest.fixture
-def sqlite_database(sqlite_url: str) -> Iterator[Database]:
-    engine = migrated(sqlite_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def mariadb_database(mariadb_url: str) -> Iterator[Database]:
-    engine = migrated(mariadb_url)
-    try:
-        yield Database(engine)
-    finally:
-        engine.dispose()
-
-
 def check_billed_so_far(db: Database, events: list[dict[str, Any]]) -> None:
     """Hours before billed_until are exact for the events the runs have had a chance to read."""
     until = db.billed_until()
@@ -298,16 +221,10 @@ def play(db: Database, scenario: Scenario, tmp_path: Path) -> None:
     assert db.rejected_ids() == Counter(bad), "each bad event recorded once"
 
 
-COMMON = {
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-}
-
-
 # Each example empties the database: fixtures are set up once per test function.
 @pytest.mark.slow
 @given(scenario=scenarios())
-@settings(max_examples=40, **COMMON)  # type: ignore[arg-type]
+@settings(max_examples=40, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
 def test_billed_equals_model_sqlite(
     scenario: Scenario, sqlite_database: Database, tmp_path: Path
 ) -> None:
@@ -317,7 +234,7 @@ def test_billed_equals_model_sqlite(
 @pytest.mark.slow
 @pytest.mark.mariadb
 @given(scenario=scenarios())
-@settings(max_examples=15, **COMMON)  # type: ignore[arg-type]
+@settings(max_examples=15, **PROPERTY_SETTINGS)  # type: ignore[arg-type]
 def test_billed_equals_model_mariadb(
     scenario: Scenario, mariadb_database: Database, tmp_path: Path
 ) -> None:
