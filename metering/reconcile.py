@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from metering import logs
-from metering.core.events import MAX_TEXT, ResourceEvent, ResourceKey, validate
+from metering.core.events import MAX_TEXT, ResourceKey
 from metering.core.reconcile import (
     NEVER_OVERBILL,
     Known,
@@ -38,9 +38,9 @@ from metering.core.reconcile import (
 )
 from metering.db import write_lock
 from metering.errors import MeteringError, UsageError
+from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
 from metering.render import printable
-from metering.store import events as store_events
 from metering.store import inventory as store
 from metering.store import state as store_state
 from metering.timeutil import from_ms, iso, parse_time, to_ms
@@ -267,18 +267,6 @@ def _table_snapshot(
     return Snapshot(snapshot_id, times.pop(), {row.key: row.offering or None for row in rows})
 
 
-def _histories(
-    conn: Connection, keys: Sequence[ResourceKey]
-) -> dict[ResourceKey, list[ResourceEvent]]:
-    valid: dict[ResourceKey, list[ResourceEvent]] = {key: [] for key in keys}
-    for key, rows in store_events.resource_history(conn, keys).items():
-        for row in rows:
-            checked = validate(row)
-            if isinstance(checked, ResourceEvent):
-                valid[key].append(checked)
-    return valid
-
-
 def _work(
     conn: Connection,
     request: ReconcileRequest,
@@ -304,7 +292,7 @@ def _work(
     if request.entities is not None:
         keys = {key for key in keys if key[1] in request.entities}
     ordered = sorted(keys)
-    histories = _histories(conn, ordered)
+    histories, _ = read_histories(conn, ordered)
     seen = store.last_seen(conn, ordered)
     known = {key: Known(tuple(histories[key]), seen.get(key)) for key in ordered}
     decided = plan(snapshot, known, policy=request.policy, entities=request.entities)

@@ -30,6 +30,7 @@ from metering.core.slicing import hour_of, split_measure
 from metering.core.spans import Anomaly, ResourceState, replay
 from metering.db import write_lock
 from metering.errors import UsageError, WatermarkLost
+from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
 from metering.scratch import sqlite_copy
 from metering.store import events as store_events
@@ -407,9 +408,9 @@ class _Job:
         ]
         late_set = set(late)
         recent = [key for key in keys if key not in late_set]
-        histories, names = _histories(conn, late)
+        histories, names = read_histories(conn, late)
         if h0 is not None and recent:
-            recent_events, recent_names = _histories(conn, recent, since=h0)
+            recent_events, recent_names = read_histories(conn, recent, since=h0)
             histories.update(recent_events)
             names.update(recent_names)
         starts: dict[ResourceKey, int] = {}
@@ -477,7 +478,7 @@ class _Job:
         )
         for first in range(0, len(keys), 500):
             batch = keys[first : first + 500]
-            histories, _ = _histories(conn, batch)
+            histories, _ = read_histories(conn, batch)
             billed = store_usage.billed_running(conn, batch, since, end)
             before = store_state.resources(conn, batch)
             saved: list[StoredResource] = []
@@ -638,28 +639,6 @@ def _read_new(
     batch.parts = parts
     batch.groups = len(parts)
     return batch
-
-
-def _histories(
-    conn: Connection, keys: Sequence[ResourceKey], since: int | None = None
-) -> tuple[dict[ResourceKey, list[ResourceEvent]], dict[int, str]]:
-    """Each resource's valid events (all, or from `since`), and event ids by row id."""
-    histories: dict[ResourceKey, list[ResourceEvent]] = {}
-    names: dict[int, str] = {}
-    after = None if since is None else from_ms(since)
-    for key, rows in store_events.resource_history(conn, keys, after).items():
-        valid: list[ResourceEvent] = []
-        for row in rows:
-            checked = validate(row)
-            # Re-checked here: SQLite compares times as text, and rows written by other
-            # tools may not use metering's canonical text form.
-            if isinstance(checked, ResourceEvent) and (
-                since is None or checked.occurred_at >= since
-            ):
-                valid.append(checked)
-                names[checked.id] = row.event_id
-        histories[key] = valid
-    return histories, names
 
 
 def _extreme(pick: Callable[[list[int]], int], times: list[int], old: int | None) -> int:
