@@ -49,7 +49,7 @@ from metering.core.events import (
     ResourceKey,
     is_blank,
 )
-from metering.store.keys import key_match
+from metering.store.keys import MANY, key_match, key_table, same_key
 from metering.store.schema import usage_events as ev
 from metering.timeutil import from_ms, to_ms
 
@@ -453,15 +453,21 @@ def resource_history(
     """Resource events of these resources (all, or those at or after `since`), through
     the (account, entity, resource_id, occurred_at) index."""
     found: dict[ResourceKey, list[RawEvent]] = {key: [] for key in keys}
-    for start in range(0, len(keys), 200):
-        batch = keys[start : start + 200]
-        match = key_match(batch)
-        query = select(*_RAW_COLUMNS).where(match, ev.c.kind == "resource")
+
+    def read(query: Select[Any]) -> None:
+        query = query.where(ev.c.kind == "resource")
         if since is not None:
             query = query.where(ev.c.occurred_at >= since - _text_slack(conn))
         for row in conn.execute(query):
             raw = _raw(row)
             found[(raw.account, raw.entity, raw.resource_id)].append(raw)
+
+    if len(keys) > MANY:
+        with key_table(conn, keys) as wanted:
+            read(select(*_RAW_COLUMNS).select_from(ev.join(wanted, same_key(ev, wanted))))
+        return found
+    for start in range(0, len(keys), MANY):
+        read(select(*_RAW_COLUMNS).where(key_match(keys[start : start + MANY])))
     return found
 
 

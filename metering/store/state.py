@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from metering.core.events import ResourceKey
 from metering.core.spans import ResourceState
 from metering.errors import ConcurrentRun
-from metering.store.keys import key_match
+from metering.store.bulk import insert_rows
+from metering.store.keys import MANY, key_match, key_table, same_key
 from metering.store.schema import event_gaps, metering_state, resource_state, usage_events
 from metering.timeutil import from_ms, to_ms
 
@@ -99,10 +100,6 @@ def replace_gaps(conn: Connection, gaps: Sequence[Gap]) -> None:
         )
 
 
-def _key_match(keys: Sequence[ResourceKey]) -> TextClause:
-    return key_match(keys)
-
-
 def _stored(r: Row[Any]) -> StoredResource:
     return StoredResource(
         key=(r.account, r.entity, r.resource_id),
@@ -134,10 +131,16 @@ def pending_resources(conn: Connection, before: int) -> list[ResourceKey]:
 
 
 def resources(conn: Connection, keys: Sequence[ResourceKey]) -> dict[ResourceKey, StoredResource]:
+    if len(keys) > MANY:
+        with key_table(conn, keys) as wanted:
+            query = select(resource_state).select_from(
+                resource_state.join(wanted, same_key(resource_state, wanted))
+            )
+            return {(s := _stored(row)).key: s for row in conn.execute(query)}
     found: dict[ResourceKey, StoredResource] = {}
-    for start in range(0, len(keys), 200):
-        batch = keys[start : start + 200]
-        for row in conn.execute(select(resource_state).where(_key_match(batch))):
+    for start in range(0, len(keys), MANY):
+        batch = keys[start : start + MANY]
+        for row in conn.execute(select(resource_state).where(key_match(batch))):
             stored = _stored(row)
             found[stored.key] = stored
     return found
@@ -178,24 +181,50 @@ def resources_never_read(conn: Connection) -> list[ResourceKey]:
 
 def save_resources(conn: Connection, stored: Iterable[StoredResource]) -> None:
     items = list(stored)
-    for start in range(0, len(items), 200):
-        batch = items[start : start + 200]
-        conn.execute(delete(resource_state).where(_key_match([s.key for s in batch])))
-        conn.execute(
-            insert(resource_state),
-            [
-                {
-                    "account": s.key[0],
-                    "entity": s.key[1],
-                    "resource_id": s.key[2],
-                    "running": s.state.running,
-                    "offering": s.state.offering,
-                    "since": None if s.state.since is None else from_ms(s.state.since),
-                    "destroyed": s.state.destroyed,
-                    "pending_from": None if s.pending_from is None else from_ms(s.pending_from),
-                    "last_event_at": None if s.last_event_at is None else from_ms(s.last_event_at),
-                    "last_seen_at": None if s.last_seen_at is None else from_ms(s.last_seen_at),
-                }
-                for s in batch
-            ],
-        )
+    if not items:
+        return
+    keys = [s.key for s in items]
+    if len(keys) > MANY:
+        with key_table(conn, keys) as gone:
+            columns = (
+                resource_state.c.account,
+                resource_state.c.entity,
+                resource_state.c.resource_id,
+            )
+            conn.execute(delete(resource_state).where(tuple_(*columns).in_(select(gone))))
+    else:
+        conn.execute(delete(resource_state).where(key_match(keys)))
+    insert_rows(
+        conn,
+        resource_state,
+        _STATE_COLUMNS,
+        (
+            (
+                s.key[0],
+                s.key[1],
+                s.key[2],
+                s.state.running,
+                s.state.offering,
+                None if s.state.since is None else from_ms(s.state.since),
+                s.state.destroyed,
+                None if s.pending_from is None else from_ms(s.pending_from),
+                None if s.last_event_at is None else from_ms(s.last_event_at),
+                None if s.last_seen_at is None else from_ms(s.last_seen_at),
+            )
+            for s in items
+        ),
+    )
+
+
+_STATE_COLUMNS = (
+    "account",
+    "entity",
+    "resource_id",
+    "running",
+    "offering",
+    "since",
+    "destroyed",
+    "pending_from",
+    "last_event_at",
+    "last_seen_at",
+)

@@ -8,10 +8,11 @@ from decimal import Decimal
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from metering.core.events import QuantityKey, ResourceKey
 from metering.store.bulk import insert_rows
-from metering.store.keys import key_match
+from metering.store.keys import MANY, key_match, key_table, same_key
 from metering.store.schema import pending_usage, usage_lines
 from metering.store.sums import grouped_sums
 from metering.timeutil import from_ms, to_ms
@@ -81,13 +82,13 @@ def billed_running(
     if start >= end:
         return billed
     c = usage_lines.c
-    for first in range(0, len(keys), 200):
-        batch = keys[first : first + 200]
+
+    def add(match: ColumnElement[bool] | TextClause) -> None:
         for (a, e, r, offering, hour), amount in grouped_sums(
             conn,
             (c.account, c.entity, c.resource_id, c.offering, c.period_start),
             c.quantity,
-            key_match(batch),
+            match,
             c.source == RUNNING,
             c.period_start >= from_ms(start),
             c.period_start < from_ms(end),
@@ -95,6 +96,13 @@ def billed_running(
             ms = int(amount * _MS)
             if ms:
                 billed[(a, e, r)][(offering, to_ms(hour))] = ms
+
+    if len(keys) > MANY:
+        with key_table(conn, keys) as wanted:
+            add(same_key(usage_lines, wanted))
+        return billed
+    for first in range(0, len(keys), MANY):
+        add(key_match(keys[first : first + MANY]))
     return billed
 
 
