@@ -108,6 +108,9 @@ class Population:
     late_stops: int = 20  # measured hour: stops of running VMs, one or two hours late
     straddle_share: float = 0.002  # measured hour: measures spanning into the next hour
     invalid_share: float = 0.0001  # measured hour: rows metering must reject
+    # measured hour: share of its rows that are resource events (VM stop/start pairs,
+    # volume resizes on random resources); 0 keeps the hour's ordinary churn only
+    resource_share: float = 0.0
 
 
 @dataclass
@@ -239,6 +242,7 @@ class World:
             else:
                 row = self._measure_row(account, ip, 1, start, start + MINUTE)
                 rows.append((*row[:3], "explode", *row[4:]))
+        rows.extend(self._churn(hour, int(n * p.resource_share) - len(rows)))
         measures = n - len(rows)
         if measures < 0:
             raise ValueError(f"{n} events is too few for one hour of this world")
@@ -255,6 +259,25 @@ class World:
                 rows.append(self._measure_row(account, ip, rng.getrandbits(23), start, end))
         rows.sort(key=lambda row: row[7])
         return rows
+
+    def _churn(self, hour: int, count: int) -> list[Row]:
+        """`count` more resource events in the hour: a busy hour of lifecycle changes."""
+        rows: list[Row] = []
+        rng = self.rng
+        pool = self.vms + self.volumes
+        while len(rows) < count:
+            r = pool[rng.randrange(len(pool))]
+            first, second = sorted(rng.sample(range(HOUR), 2))
+            if r.entity == "volume":
+                r.offering = rng.choice(VOLUME_OFFERINGS)
+                rows.append(self._resource_row(r, "update", r.offering, hour + first))
+            elif r.state == RUNNING:
+                rows.append(self._resource_row(r, "stop", None, hour + first))
+                rows.append(self._resource_row(r, "start", None, hour + second))
+            elif r.state == STOPPED:
+                rows.append(self._resource_row(r, "start", None, hour + first))
+                rows.append(self._resource_row(r, "stop", None, hour + second))
+        return rows[:count]
 
     def _late_stops(self, hour: int) -> list[Row]:
         """Stops that happened one or two hours ago (billed as running) and arrive now."""

@@ -614,6 +614,12 @@ def main(argv: list[str] | None = None) -> int:
         default=generate.Population.history_ip_share,
         help="share of IPs with an hourly aggregate in each history hour",
     )
+    parser.add_argument(
+        "--resource-share",
+        type=float,
+        default=generate.Population.resource_share,
+        help="share of the measured hour's rows that are resource events (busy hour: 0.05)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
     args = parser.parse_args(argv)
@@ -646,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                 vms=args.vms,
                 volumes=args.volumes,
                 history_ip_share=args.history_ip_share,
+                resource_share=args.resource_share,
             )
             world = World(population=population, seed=args.seed)
             print(f"D={days}: history ({target.kind})", file=sys.stderr, flush=True)

@@ -24,10 +24,11 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from metering import logs
-from metering.core import billing
+from metering.core import billing, resources
 from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
+from metering.core.resources import StoredResource
 from metering.core.slicing import hour_of, split_measure
-from metering.core.spans import Anomaly, ResourceState, replay
+from metering.core.spans import replay
 from metering.db import write_lock
 from metering.errors import UsageError, WatermarkLost
 from metering.histories import read_histories
@@ -38,7 +39,7 @@ from metering.store import runs as store_runs
 from metering.store import state as store_state
 from metering.store import usage as store_usage
 from metering.store.runs import ANOMALY, REJECTED, Finding, RunRecord
-from metering.store.state import Gap, StoredResource, Watermark
+from metering.store.state import Gap, Watermark
 from metering.store.usage import Line
 from metering.timeutil import from_ms, iso, to_ms
 
@@ -312,11 +313,10 @@ class _Job:
         # Resources: re-derive the ones something happened to, continue the others.
         touched, saved = self._resources(conn, batch, h0, h1, lines, findings)
         if h0 is not None:
-            for stored in running:
-                if stored.key in touched:
-                    continue
-                for (offering, hour), ms in billing.continue_running(stored.state, h0, h1).items():
-                    lines.append(store_usage.running_line(stored.key, offering, hour, ms))
+            lines.extend(
+                store_usage.running_line(key, offering, hour, ms)
+                for key, offering, hour, ms in resources.continuing(running, touched, h0, h1)
+            )
 
         self.pause("write")
         run_id = _scheduled_id(h0, h1, mark)
@@ -373,87 +373,36 @@ class _Job:
         h1: int,
         lines: list[Line],
         findings: list[Finding],
-    ) -> tuple[set[ResourceKey], list[StoredResource]]:
-        touched = {
-            key for key, evs in batch.resources.items() if min(e.occurred_at for e in evs) < h1
-        }
-        if h0 is not None:
-            touched.update(store_state.pending_resources(conn, h1))
-        future_only = [key for key in batch.resources if key not in touched]
-        keys = sorted(touched)
-        before = store_state.resources(conn, keys + future_only)
-        saved: list[StoredResource] = []
-        for key in future_only:
-            old = before.get(key)
-            times = [e.occurred_at for e in batch.resources[key]]
-            saved.append(
-                StoredResource(
-                    key=key,
-                    state=old.state if old else ResourceState(),
-                    pending_from=_extreme(min, times, old.pending_from if old else None),
-                    last_event_at=_extreme(max, times, old.last_event_at if old else None),
-                    last_seen_at=old.last_seen_at if old else None,
-                )
-            )
+    ) -> tuple[frozenset[ResourceKey], list[StoredResource]]:
+        """Gather, plan (metering/core/resources.py), and hand back what to write."""
+        new = batch.resources
+        pending = store_state.pending_resources(conn, h1) if h0 is not None else []
+        keys, future_only = resources.touched(new, pending, h1)
+        stored = store_state.resources(conn, keys + future_only)
+        saved = resources.future_records(future_only, new, stored)
         if not keys:
-            return touched, saved
-        # A resource whose new events all fall after billed_until continues from its
-        # stored state; a late event (before billed_until) re-derives its whole history.
-        late = [
-            key
-            for key in keys
-            if h0 is None
-            or key not in before
-            or min((e.occurred_at for e in batch.resources.get(key, [])), default=h0) < h0
-        ]
-        late_set = set(late)
-        recent = [key for key in keys if key not in late_set]
-        histories, names = read_histories(conn, late)
-        if h0 is not None and recent:
-            recent_events, recent_names = read_histories(conn, recent, since=h0)
+            return frozenset(), saved
+        plan = resources.classify(keys, future_only, new, stored, h0)
+        histories, names = read_histories(conn, plan.late)
+        if h0 is not None and plan.recent:
+            recent_events, recent_names = read_histories(conn, plan.recent, since=h0)
             histories.update(recent_events)
             names.update(recent_names)
-        starts: dict[ResourceKey, int] = {}
-        for key in keys:
-            if key in late_set and histories[key]:
-                starts[key] = billing.rebill_start(histories[key], batch.resources.get(key, []), h0)
-            elif key not in late_set and h0 is not None:
-                starts[key] = h0
-        first = min(starts.values(), default=h1)
-        billed = store_usage.billed_running(conn, list(starts), first, h1)
-        anomalies: list[Anomaly] = []
-        for key, start in starts.items():
-            old = before.get(key)
-            rebilled = billing.rebill_resource(
-                histories[key],
-                start=start,
-                until=h1,
-                billed={k: v for k, v in billed[key].items() if k[1] >= start},
-                state=old.state if key not in late_set and old else ResourceState(),
-            )
-            for (offering, hour), ms in sorted(
-                rebilled.amounts.items(), key=lambda i: (i[0][1], i[0][0])
-            ):
-                lines.append(store_usage.running_line(key, offering, hour, ms))
-            anomalies.extend(rebilled.replay.anomalies)
-            last_event_at = rebilled.replay.last_event_at
-            if key not in late_set and old and old.last_event_at is not None:
-                last_event_at = max(old.last_event_at, last_event_at or old.last_event_at)
-            saved.append(
-                StoredResource(
-                    key=key,
-                    state=rebilled.replay.state,
-                    pending_from=rebilled.replay.pending_from,
-                    last_event_at=last_event_at,
-                    last_seen_at=old.last_seen_at if old else None,
-                )
-            )
-        recorded = store_runs.recorded_anomalies(conn, sorted({a.id for a in anomalies}))
+        first_hours = resources.starts(plan, histories, new, h0)
+        billed = store_usage.billed_running(
+            conn, list(first_hours), min(first_hours.values(), default=h1), h1
+        )
+        result = resources.bill(plan, first_hours, histories, billed, stored, h1)
+        lines.extend(
+            store_usage.running_line(key, offering, hour, ms)
+            for key, offering, hour, ms in result.amounts
+        )
+        recorded = store_runs.recorded_anomalies(conn, sorted({a.id for a in result.anomalies}))
         findings.extend(
             Finding(a.id, names.get(a.id, ""), ANOMALY, a.reason)
-            for a in billing.unrecorded(anomalies, recorded)
+            for a in billing.unrecorded(result.anomalies, recorded)
         )
-        return touched, saved
+        return plan.billed, saved + result.records
 
     # -- backfill -----------------------------------------------------------------
 
@@ -639,10 +588,6 @@ def _read_new(
     batch.parts = parts
     batch.groups = len(parts)
     return batch
-
-
-def _extreme(pick: Callable[[list[int]], int], times: list[int], old: int | None) -> int:
-    return pick(times if old is None else [*times, old])
 
 
 def _hour_id(ms: int) -> str:

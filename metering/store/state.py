@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from metering.core.events import ResourceKey
+from metering.core.resources import StoredResource
 from metering.core.spans import ResourceState
 from metering.errors import ConcurrentRun
 from metering.store.bulk import insert_rows
@@ -34,15 +35,6 @@ class Gap:
     id_from: int
     id_to: int
     first_seen_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResource:
-    key: ResourceKey
-    state: ResourceState
-    pending_from: int | None
-    last_event_at: int | None
-    last_seen_at: int | None
 
 
 def read_watermark(conn: Connection) -> Watermark:
