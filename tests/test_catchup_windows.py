@@ -48,8 +48,13 @@ def catch_up(db: Database, events: list[dict[str, Any]], window: int, tmp_path: 
     monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (window, window))
     outcome = run(db.engine, LAST_NOW, tmp_path)
     read = [r for r in outcome.runs if r.last_event_id is not None]
-    # Every window is a chunk of its own: one transaction, one run id.
-    assert len(read) == -(-len(events) // window)
+    # Every window is a chunk of its own (one transaction, one run id), until the
+    # backlog left is short enough to be read at once; together they read every id.
+    assert all(r.last_event_id - r.first_event_id + 1 == window for r in read[:-1])
+    assert [(r.first_event_id, r.last_event_id) for r in read] == [
+        (1 + i * window, r.last_event_id) for i, r in enumerate(read)
+    ]
+    assert read[-1].last_event_id == len(events)
     assert len({r.run_id for r in outcome.runs}) == len(outcome.runs)
     return billed(db.engine)
 
