@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from metering.cli import main
 from metering.render import render_lines
+from metering.store.schema import runs
 from metering.store.usage import Line
 from metering.timeutil import iso, to_ms
 from tests.support import billed, insert_events, measure, migrated, resource, run, t
@@ -394,3 +395,87 @@ def test_subprocess(sqlite_url: str, env: dict[str, str], tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     columns = ("account", "entity", "offering", "unit")
     assert reported(done.stdout, columns) == expected(engine, "month", columns)
+
+
+def test_written_after_lists_what_later_runs_wrote(
+    scenario: tuple[str, Engine], env: dict[str, str]
+) -> None:
+    """The stop of 15:30 arrived after the first run: an invoice cut after it needs the
+    second run's lines, the late corrections told apart from the new hour."""
+    url, engine = scenario
+    args = ("report", "--by", "hour", "--group", "resource", "--format", "json")
+    after_run = invoke(url, env, *args, "--written-after", FIRST_RUN)
+    assert after_run.exit_code == 0, after_run.output
+    rows = [json.loads(s) for s in after_run.stdout.splitlines()]
+    usage = {
+        (r["period"][11:13], r["resource_id"], r["quantity"], r["correction"])
+        for r in rows
+        if r["type"] == "usage"
+    }
+    assert usage == {
+        ("15", "vm-1", "-1800.000", True),
+        ("16", "vm-1", "-3600.000", True),
+        ("17", "vm-2", "3600.000", False),
+    }
+    with engine.connect() as conn:
+        cut = conn.execute(
+            select(runs.c.finished_at).where(runs.c.run_id == FIRST_RUN)
+        ).scalar_one()
+    # The same lines by the time the invoice was cut; nothing after the last run.
+    after_time = invoke(url, env, *args, "--written-after", iso(cut) or "")
+    assert after_time.stdout == after_run.stdout
+    assert reported(invoke(url, env, *args, "--written-after", SECOND_RUN).stdout, ()) == {}
+    table = invoke(url, env, "report", "--by", "hour", "--written-after", FIRST_RUN).stdout
+    head, *_ = table.splitlines()
+    assert head.split()[-1] == "correction"
+    assert [s.split()[-1] for s in table.splitlines()[2:5]] == ["yes", "yes", "no"]
+    as_csv = invoke(url, env, *args[:-1], "csv", "--written-after", FIRST_RUN).stdout
+    assert [r["correction"] for r in csv.DictReader(io.StringIO(as_csv))] == ["yes", "yes", "no"]
+    unknown = invoke(url, env, *args, "--written-after", "s-no-such-run")
+    assert unknown.exit_code == 1 and "no run 's-no-such-run'" in unknown.stderr
+
+
+def test_account_x_offering_totals_of_a_resized_vm(
+    database_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Resized at 01:30: medium 1800 s + large 1800 s in that hour, never 3600 s of one."""
+    engine = migrated(database_url)
+    insert_events(
+        engine,
+        [
+            resource("c", "create", "2016-12-12T00:00:00Z", offering="medium"),
+            resource("u", "update", "2016-12-12T01:30:00Z", offering="large"),
+            resource("s", "stop", "2016-12-12T03:00:00Z"),
+            resource(
+                "v",
+                "create",
+                "2016-12-12T00:00:00Z",
+                entity="volume",
+                resource_id="d1",
+                offering="ssd-20g",
+            ),
+        ],
+    )
+    run(engine, "2016-12-12T04:00:00Z", tmp_path)
+    url = database_url
+    result = invoke(url, env, "report", "--group", "account,offering", "--format", "json")
+    totals = {
+        (r["account"], r["entity"], r["offering"]): r["quantity"]
+        for r in map(json.loads, result.stdout.splitlines())
+        if r["type"] == "total"
+    }
+    assert totals == {
+        ("acme", "vm", "medium"): "5400.000",
+        ("acme", "vm", "large"): "5400.000",
+        ("acme", "volume", "ssd-20g"): "10800.000",  # hours 00-02 are closed at 04:00
+    }
+    hourly = invoke(url, env, "report", "--by", "hour", "--group", "offering", "--format", "json")
+    one_thirty = {
+        r["offering"]: r["quantity"]
+        for r in map(json.loads, hourly.stdout.splitlines())
+        if r["type"] == "usage" and r["period"].startswith("2016-12-12T01") and r["entity"] == "vm"
+    }
+    assert one_thirty == {"medium": "1800.000", "large": "1800.000"}
+    table = invoke(url, env, "report", "--group", "account,offering").stdout
+    assert "acme     vm      large     second  1 h 30 min" in table
+    assert "acme     volume  ssd-20g   second  3 h 00 min" in table
