@@ -297,7 +297,8 @@ def ingest_command(
 ) -> None:
     """Load usage events from JSON lines (FILE, or - for stdin) into usage_events.
 
-    One event per line, shaped like the billing contract's examples. A line that is
+    One event per line; every field, its type, limits and default, and what is
+    refused are in docs/events.md (shipped with the sources). A line that is
     not JSON or lacks a required column is logged (malformed_line, with its line
     number) and skipped; everything else is stored as given, billing checks are the
     run's. An event_id already stored is skipped and counted as a duplicate, so
