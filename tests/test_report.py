@@ -360,7 +360,7 @@ def test_dry_run_lines_in_every_format() -> None:
     table = render_lines(lines, "table")
     # The lines exact, their totals for people.
     assert "2700.000" in table and "500.000" in table
-    assert "acme  0 h 45 min" in table and "acme  < 0.001 GB" in table
+    assert "acme     vm      0 h 45 min" in table and "acme     ip      < 0.001 GB" in table
     rows = list(csv.DictReader(io.StringIO(render_lines(lines, "csv"))))
     assert [r["quantity"] for r in rows] == ["2700.000", "500.000"]
     objects = [json.loads(s) for s in render_lines(lines, "json").splitlines()]
