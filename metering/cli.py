@@ -6,12 +6,13 @@ Exit codes: 0 ok, 1 failure, 2 usage, 75 lock held (another run is busy).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -21,12 +22,25 @@ from metering.errors import EXIT_FAILURE, EXIT_USAGE, LockHeld, MeteringError
 from metering.options import (
     DURATION,
     TIME,
+    WRITTEN_AFTER,
     database_options,
+    deprecated,
+    dry_run_option,
     format_option,
+    grace_option,
+    group_option,
+    limit_option,
     lock_options,
     now_option,
+    output_option,
+    period_option,
+    settle_lag_option,
+    time_range_options,
+    units_option,
 )
+from metering.reconcile import FORMATS as INPUT_FORMATS
 from metering.settings import Settings, build_settings
+from metering.store.reports import WrittenAfter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,6 +103,15 @@ def handle_errors(verbose: bool) -> Iterator[None]:
         sys.exit(EXIT_FAILURE)
 
 
+RECONCILE_FORMATS = ("table", "json")
+
+
+def explicit(name: str) -> bool:
+    """Whether the user gave the parameter (command line or environment)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
 def command_context() -> Context:
     ctx = click.get_current_context().find_object(Context)
     assert ctx is not None
@@ -108,14 +131,56 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class MeteringGroup(click.Group):
+    """The group, with one shape for every usage error: the `failed` log line (JSON off a
+    terminal) with the exit code 2 and the command's help, whether click's parser or a
+    command found it; never click's own Usage/Error block."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            if not logs.is_configured():
+                # The group's own options were refused before it could set logs up.
+                logs.configure()
+            # The root's name is however metering was started (python -m, a test runner).
+            path = exc.ctx.command_path.split()[1:] if exc.ctx is not None else []
+            command = " ".join(["metering", *path])
+            log.error(
+                "failed",
+                error=exc.format_message(),
+                help=f"{command} --help",
+                exit_code=EXIT_USAGE,
+            )
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_FAILURE)
+        # --help and --version end with their exit code; a command that returns, with 0.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 # color: click.echo would otherwise strip escape sequences from output that is not a
 # terminal, so CSV piped or redirected lost bytes of stored text; tables escape them.
 @click.group(
+    cls=MeteringGroup,
     context_settings={
         "help_option_names": ["-h", "--help"],
         "max_content_width": 100,
         "color": True,
-    }
+    },
 )
 @database_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, tracebacks on errors.")
@@ -207,9 +272,14 @@ def db_current(database_url: str | None, config: str | None) -> None:
             sys.exit(EXIT_FAILURE)
 
 
-def usage_error(message: str) -> None:
-    log.error("failed", error=message, exit_code=EXIT_USAGE)
-    sys.exit(EXIT_USAGE)
+def emit(text: str, output: str | None) -> None:
+    """Print `text`, or write it to the --output file (- is stdout)."""
+    from pathlib import Path
+
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
 
 
 @main.command("ingest")
@@ -227,7 +297,8 @@ def ingest_command(
 ) -> None:
     """Load usage events from JSON lines (FILE, or - for stdin) into usage_events.
 
-    One event per line, shaped like the billing contract's examples. A line that is
+    One event per line; every field, its type, limits and default, and what is
+    refused are in docs/events.md (shipped with the sources). A line that is
     not JSON or lacks a required column is logged (malformed_line, with its line
     number) and skipped; everything else is stored as given, billing checks are the
     run's. An event_id already stored is skipped and counted as a duplicate, so
@@ -299,27 +370,16 @@ def ingest_command(
 
 @main.command("run")
 @database_options
-@click.option(
-    "--since", type=TIME, default=None, help="Backfill: re-derive every hour from this time."
+@time_range_options(
+    "Backfill: re-derive every hour from this time.", "Bill only hours before this time."
 )
-@click.option("--until", type=TIME, default=None, help="Bill only hours before this time.")
 @now_option
-@click.option(
-    "--grace",
-    type=DURATION,
-    default=None,
-    help="Wait after an hour ends before billing it, e.g. 30m, 1h [30m].",
-)
-@click.option(
-    "--settle-lag",
-    type=DURATION,
-    default=None,
-    help="How long a late-committing insert may lag and still be billed, e.g. 10m [10m].",
-)
-@click.option(
-    "--dry-run", is_flag=True, help="Compute and print the lines, change nothing, take no lock."
-)
-@format_option("table", "json", "csv", "html")
+@grace_option("Wait after an hour ends before billing it")
+@settle_lag_option
+@dry_run_option("Compute and print the lines, change nothing, take no lock.")
+@format_option("table", "json", "csv", "html", help="Output format of --dry-run.")
+@units_option
+@output_option
 @lock_options
 @click.option(
     "--metrics-file",
@@ -339,6 +399,8 @@ def run_command(
     settle_lag: timedelta | None,
     dry_run: bool,
     fmt: str,
+    units: str,
+    output: str | None,
     lock_file: str | None,
     wait: float,
     no_database_lock: bool,
@@ -368,10 +430,19 @@ def run_command(
     from metering.run import RunRequest, execute
 
     ctx = command_context()
+    if not dry_run:
+        for name in ("fmt", "units", "output"):
+            if explicit(name):
+                raise click.UsageError(
+                    f"--{'format' if name == 'fmt' else name} goes with --dry-run "
+                    "(a real run prints no lines; metering report shows what it billed)"
+                )
     metrics_path = None if metrics_file is None else Path(metrics_file)
     if metrics_path is not None:
         if dry_run:
-            usage_error("--metrics-file reports real runs; a dry run has nothing to report")
+            raise click.UsageError(
+                "--metrics-file reports real runs; a dry run has nothing to report"
+            )
         with handle_errors(ctx.verbose):
             metrics.check_writable(metrics_path)
     with metrics.recording(metrics_path, utc_now) as recorder, handle_errors(ctx.verbose):
@@ -407,7 +478,7 @@ def run_command(
         if outcome.nothing_to_do and not outcome.clock_stepped_back:
             log.info("nothing_to_do", now=request.now.isoformat())
         if dry_run:
-            click.echo(render_lines(outcome.lines, fmt), nl=False)
+            emit(render_lines(outcome.lines, fmt, units), output)
 
 
 @main.command("report")
@@ -416,26 +487,20 @@ def run_command(
 @click.option("--resource", "resources", multiple=True, help="Only this resource_id (repeatable).")
 @click.option("--entity", "entities", multiple=True, help="Only this entity, e.g. vm (repeatable).")
 @click.option("--offering", "offerings", multiple=True, help="Only this offering (repeatable).")
-@click.option("--since", type=TIME, default=None, help="Only hours starting at or after this.")
-@click.option("--until", type=TIME, default=None, help="Only hours starting before this.")
+@time_range_options("Only hours starting at or after this.", "Only hours starting before this.")
+@period_option
+@group_option
 @click.option(
-    "--by",
-    type=click.Choice(["hour", "day", "month"]),
-    default="day",
-    show_default=True,
-    help="Period of each row (UTC).",
+    "--written-after",
+    type=WRITTEN_AFTER,
+    default=None,
+    metavar="RUN_ID|TIME",
+    help="Only lines later runs wrote: after this run, or committed after this time "
+    "(what changed since an invoice was cut). Each row says whether it is a correction.",
 )
-@click.option(
-    "--group",
-    type=click.Choice(["account", "resource", "offering"]),
-    default="account",
-    show_default=True,
-    help="What each row sums over: an account, a resource, or an entity's offering.",
-)
+@units_option
 @format_option("table", "csv", "json", "html")
-@click.option(
-    "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to this file."
-)
+@output_option
 def report_command(
     database_url: str | None,
     config: str | None,
@@ -446,26 +511,28 @@ def report_command(
     since: datetime | None,
     until: datetime | None,
     by: str,
-    group: str,
+    group: tuple[str, ...],
+    written_after: WrittenAfter | None,
+    units: str,
     fmt: str,
     output: str | None,
 ) -> None:
     """What was billed: the sums of the usage lines per period and group.
 
-    Running time shows as seconds and as hours and minutes; each unit is summed on
-    its own. A row marked * includes corrections: negative lines, late events billed
-    after their hour, or backfill differences. Formats: table, csv, json (JSON lines,
-    quantities as exact decimal strings), html (one self-contained page with a chart
-    of usage over time per account).
+    Rows sum over --group (default account,entity,offering,unit); figures of two
+    entities or two units are never added. Tables and HTML show running time in
+    hours and minutes and bytes in GB (--units); CSV and JSON (JSON lines) carry the
+    exact quantity and its unit. A row marked * includes corrections: negative
+    lines, late events billed after their hour, or backfill differences. html is one
+    self-contained page: per entity and unit a chart, then account x offering tables.
 
     \b
     Examples:
-      metering report --since 2016-12-01 --until 2017-01-01 --by day
+      metering report --since 2016-12-01 --until 2017-01-01 --by month
       metering report --account geneva-jug --group resource --by hour --format csv
-      metering report --by month --format html -o usage.html
+      metering report --written-after s20161231T23-20170101T00-v742 --format csv
+      metering report --by day --format html -o usage.html
     """
-    from pathlib import Path
-
     from metering import report as report_mod
     from metering.render import render_report
     from metering.store.reports import UsageFilter
@@ -475,43 +542,45 @@ def report_command(
         settings = ctx.settings(database_url, config)
         engine = engine_for(settings)
         filters = UsageFilter(accounts, resources, entities, offerings, since, until)
-        result = report_mod.report(engine, filters, by=by, group=group, chart=fmt == "html")
-        text = render_report(result, fmt)
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            Path(output).write_text(text, encoding="utf-8")
+        result = report_mod.report(
+            engine,
+            filters,
+            by=by,
+            group=group,
+            written_after=written_after,
+            database=settings.masked_url,
+            made_at=utc_now(),
+            units=units,
+        )
+        emit(render_report(result, fmt), output)
 
 
 @main.command("status")
 @database_options
 @now_option
-@click.option(
-    "--grace", type=DURATION, default=None, help="The runs' grace after an hour, e.g. 30m [30m]."
-)
+@grace_option("The runs' grace after an hour")
 @click.option(
     "--max-lag",
     type=DURATION,
     default=None,
     help="Health check: exit 1 when billing is further behind now - grace than this, e.g. 2h.",
 )
+@limit_option(5, "How many recent runs to show.", minimum=0)
 @click.option(
-    "--runs",
-    "run_count",
-    type=click.IntRange(0, 1000),
-    default=5,
-    show_default=True,
-    help="How many recent runs to show.",
-)
+    "--runs", "run_count", type=click.IntRange(0, 1000), default=None, hidden=True
+)  # the old spelling of --limit
 @format_option("table", "json")
+@output_option
 def status_command(
     database_url: str | None,
     config: str | None,
     now: datetime | None,
     grace: timedelta | None,
     max_lag: timedelta | None,
-    run_count: int,
+    limit: int,
+    run_count: int | None,
     fmt: str,
+    output: str | None,
 ) -> None:
     """Where billing stands: database, schema, watermark, lag, last runs, what needs a look.
 
@@ -523,11 +592,15 @@ def status_command(
     Examples:
       metering status
       metering status --max-lag 2h --format json     # from a monitoring check
+      metering status --now 2016-12-15T00:32Z         # as of a replayed clock
     """
     from metering import status as status_mod
     from metering.render import render_status
 
     ctx = command_context()
+    if run_count is not None:
+        deprecated("--runs", "--limit")
+        limit = run_count
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config, grace=grace)
         engine = engine_for(settings, at_head=False)
@@ -537,9 +610,9 @@ def status_command(
             now=now or utc_now(),
             grace=settings.grace,
             max_lag=max_lag,
-            runs=run_count,
+            runs=limit,
         )
-        click.echo(render_status(result, fmt), nl=False)
+        emit(render_status(result, fmt), output)
         for problem in result.problems:
             log.warning("unhealthy", problem=problem)
     if not result.healthy:
@@ -548,14 +621,9 @@ def status_command(
 
 @main.group("runs", invoke_without_command=True)
 @database_options
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100_000),
-    default=20,
-    show_default=True,
-    help="How many runs, newest first.",
-)
-@format_option("table", "json")
+@limit_option(20, "How many runs, newest first.")
+@format_option("table", "csv", "json")
+@output_option
 @click.pass_context
 def runs_command(
     click_ctx: click.Context,
@@ -563,6 +631,7 @@ def runs_command(
     config: str | None,
     limit: int,
     fmt: str,
+    output: str | None,
 ) -> None:
     """The runs, newest first: window, events read, lines, corrections, rejections.
 
@@ -579,24 +648,26 @@ def runs_command(
     ctx = command_context()
     with handle_errors(ctx.verbose):
         engine = engine_for(ctx.settings(database_url, config))
-        click.echo(render_runs(report_mod.runs(engine, limit), fmt), nl=False)
+        emit(render_runs(report_mod.runs(engine, limit), fmt), output)
 
 
 @runs_command.command("show")
 @database_options
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 1_000_000),
-    default=200,
-    show_default=True,
-    help="At most this many correction lines and rejections.",
-)
+@limit_option(200, "At most this many correction lines and rejections.")
+@units_option
 @format_option("table", "json")
+@output_option
 @click.argument("run_id")
 def runs_show_command(
-    database_url: str | None, config: str | None, limit: int, fmt: str, run_id: str
+    database_url: str | None,
+    config: str | None,
+    limit: int,
+    units: str,
+    fmt: str,
+    output: str | None,
+    run_id: str,
 ) -> None:
-    """What one run billed (totals per account), corrected and rejected.
+    """What one run billed (totals per account and entity), corrected and rejected.
 
     Corrections are its lines for hours billed before it (late events) and all the
     lines of a backfill. Exit 1 when there is no such run.
@@ -611,7 +682,7 @@ def runs_show_command(
     ctx = command_context()
     with handle_errors(ctx.verbose):
         engine = engine_for(ctx.settings(database_url, config))
-        click.echo(render_run_detail(report_mod.run_detail(engine, run_id, limit), fmt), nl=False)
+        emit(render_run_detail(report_mod.run_detail(engine, run_id, limit), fmt, units), output)
 
 
 @main.command("rejected")
@@ -625,15 +696,10 @@ def runs_show_command(
 )
 @click.option("--since", type=TIME, default=None, help="Only those recorded at or after this.")
 @click.option("--unreviewed", is_flag=True, help="Only those not marked reviewed yet.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 1_000_000),
-    default=100,
-    show_default=True,
-    help="At most this many, newest first.",
-)
+@limit_option(100, "At most this many, newest first.")
 @click.option("--mark-reviewed", is_flag=True, help="Mark exactly the listed ones as reviewed.")
-@format_option("table", "json")
+@format_option("table", "csv", "json")
+@output_option
 def rejected_command(
     database_url: str | None,
     config: str | None,
@@ -644,6 +710,7 @@ def rejected_command(
     limit: int,
     mark_reviewed: bool,
     fmt: str,
+    output: str | None,
 ) -> None:
     """Rejected events and anomalies the runs recorded, with their reasons.
 
@@ -654,7 +721,7 @@ def rejected_command(
     \b
     Examples:
       metering rejected --unreviewed
-      metering rejected --run s20161212T15-20161212T16-v3 --format json
+      metering rejected --run s20161212T15-20161212T16-v3 --format csv -o rejected.csv
       metering rejected --unreviewed --mark-reviewed   # list, then acknowledge
     """
     from metering import report as report_mod
@@ -672,7 +739,7 @@ def rejected_command(
             limit=limit,
             mark_reviewed=mark_reviewed,
         )
-        click.echo(render_findings(rows, fmt), nl=False)
+        emit(render_findings(rows, fmt), output)
         if mark_reviewed:
             log.info("marked_reviewed", count=len(rows))
 
@@ -701,9 +768,8 @@ def rejected_command(
 )
 @click.option("--at", type=TIME, default=None, help="T, when the file does not carry taken_at.")
 @click.option(
-    "--format",
-    "input_format",
-    type=click.Choice(["auto", "jsonl", "csv"]),
+    "--input-format",
+    type=click.Choice(INPUT_FORMATS),
     default="auto",
     show_default=True,
     help="Format of the --inventory file (auto: by its extension, .jsonl or .csv, "
@@ -726,15 +792,18 @@ def rejected_command(
 @click.option(
     "--allow-empty", is_flag=True, help="Accept a file listing nothing (stops everything)."
 )
-@click.option("--dry-run", is_flag=True, help="Print what would change, change nothing.")
+@dry_run_option("Print what would change, change nothing.")
 @click.option(
-    "--output",
+    "--format",
     "fmt",
-    type=click.Choice(["table", "json"]),
+    # auto, jsonl and csv: the old spelling of --input-format.
+    type=click.Choice([*RECONCILE_FORMATS, *INPUT_FORMATS]),
     default="table",
     show_default=True,
+    metavar="[table|json]",
     help="Output format.",
 )
+@output_option
 @lock_options
 def reconcile_command(
     database_url: str | None,
@@ -749,6 +818,7 @@ def reconcile_command(
     allow_empty: bool,
     dry_run: bool,
     fmt: str,
+    output: str | None,
     lock_file: str | None,
     wait: float,
     no_database_lock: bool,
@@ -765,7 +835,7 @@ def reconcile_command(
     \b
     Examples:
       metering reconcile --inventory running.jsonl --at 2016-12-12T16:00Z --dry-run
-      inventory-dump --csv | metering reconcile --inventory - --at 2016-12-12T16:00Z
+      inventory-dump | metering reconcile --inventory - --input-format csv --at 2016-12-12T16:00Z
       metering reconcile --from-table          # crontab: the platform's latest snapshot
 
     Exit codes: 0 done, 1 failure (bad snapshot), 2 bad usage, 75 a run holds the lock.
@@ -773,6 +843,12 @@ def reconcile_command(
     from metering import reconcile as reconcile_mod
 
     ctx = command_context()
+    if fmt in INPUT_FORMATS:
+        deprecated(f"--format {fmt} (the inventory's format)", f"--input-format {fmt}")
+        input_format, fmt = fmt, "table"
+    if output in RECONCILE_FORMATS:
+        deprecated(f"--output {output} (a format)", f"--format {output}; -o ./{output} for a file")
+        fmt, output = output, None
     with handle_errors(ctx.verbose):
         if (inventory is None) == (not from_table):
             raise click.UsageError("give exactly one of --inventory FILE and --from-table")
@@ -806,7 +882,7 @@ def reconcile_command(
             wait=wait,
             use_database_lock=settings.database_lock,
         )
-        click.echo(reconcile_mod.render(outcome, fmt), nl=False)
+        emit(reconcile_mod.render(outcome, fmt), output)
 
 
 @main.command("check")
@@ -818,15 +894,10 @@ def reconcile_command(
     show_default=True,
     help="A running resource with no event (nor snapshot) for this long is a problem.",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(1),
-    default=50,
-    show_default=True,
-    help="Items listed per check (the count is always complete).",
-)
+@limit_option(50, "Items listed per check (the count is always complete).")
 @now_option
 @format_option("table", "json")
+@output_option
 def check_command(
     database_url: str | None,
     config: str | None,
@@ -834,6 +905,7 @@ def check_command(
     limit: int,
     now: datetime | None,
     fmt: str,
+    output: str | None,
 ) -> None:
     """Sanity checks over the stored usage; exits 1 when any finds a problem.
 
@@ -854,7 +926,7 @@ def check_command(
     with handle_errors(ctx.verbose):
         engine = engine_for(ctx.settings(database_url, config))
         report = check_mod.execute(engine, now=now or utc_now(), stale_days=stale_days, limit=limit)
-        click.echo(check_mod.render(report, fmt), nl=False)
+        emit(check_mod.render(report, fmt), output)
     if not report.ok:
         sys.exit(EXIT_FAILURE)
 
@@ -949,6 +1021,7 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
     from contextlib import nullcontext
     from pathlib import Path
 
+    from metering.demo import hints as demo_hints
     from metering.demo import run_demo
 
     ctx = command_context()
@@ -988,11 +1061,7 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
             f"{result.anomalies} anomalies."
         )
         click.echo(f"Database: {result.database_url}\n")
-    click.get_current_context().invoke(report_command, database_url=result.database_url)
-    click.echo(
-        "\nExplore it (rows marked * include corrections):\n"
-        f"  export METERING_DATABASE_URL={result.database_url}\n"
-        "  metering report --account blue-lab --group resource --by hour\n"
-        "  metering report --format html -o usage.html\n"
-        "  metering status; metering runs; metering rejected"
+    click.get_current_context().invoke(
+        report_command, database_url=result.database_url, group=("account", "entity", "unit")
     )
+    click.echo("\n" + demo_hints(result))

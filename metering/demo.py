@@ -33,6 +33,7 @@ class DemoResult:
     path: Path
     database_url: str
     sample: Sample
+    now: datetime  # the clock of the last replayed run
     runs: int  # hourly invocations
     chunks: int  # committed runs (an invocation with nothing to do commits none)
     inserted: int
@@ -119,6 +120,7 @@ def _replay(
         path=path,
         database_url=url,
         sample=sample,
+        now=hour - timedelta(hours=1) + CRON_MINUTE,
         runs=counts["runs"],
         chunks=counts["chunks"],
         inserted=counts["inserted"],
@@ -127,4 +129,24 @@ def _replay(
         corrections=counts["corrections"],
         rejected=counts["rejected"],
         anomalies=counts["anomalies"],
+    )
+
+
+def hints(result: DemoResult) -> str:
+    """Commands to explore the demo's database. The data is from the replayed days, so
+    those that compare with the clock (status's lag, check's stale resources) get the
+    replay's last clock as --now."""
+    now = result.now.strftime("%Y-%m-%dT%H:%MZ")
+    account = result.sample.accounts[0]
+    return "\n".join(
+        [
+            "Explore it (rows marked * include corrections; --now is the replay's clock):",
+            f"  export METERING_DATABASE_URL={result.database_url}",
+            f"  metering report --account {account} --group resource --by hour",
+            "  metering report --format html -o usage.html",
+            f"  metering status --now {now}",
+            f"  metering check --now {now}      # exits 1 for the unreviewed bad events",
+            "  metering runs",
+            "  metering rejected",
+        ]
     )

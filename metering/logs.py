@@ -7,6 +7,7 @@ event passes a processor that masks passwords in URLs, whatever logged them.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from typing import Any, TextIO
@@ -38,10 +39,24 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+_configured = False
+
+
+def is_configured() -> bool:
+    return _configured
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
 def configure(
     *, verbose: bool = False, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
     """Configure structlog and the stdlib root logger; safe to call more than once."""
+    global _configured
+    _configured = True
     out = stream if stream is not None else sys.stderr
     use_json = (not out.isatty()) if json is None else json
     renderer: Processor
@@ -51,7 +66,7 @@ def configure(
         # Plain tracebacks whatever is installed: with `rich` present structlog would
         # render frame locals, and a local may hold the database password.
         renderer = structlog.dev.ConsoleRenderer(
-            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+            colors=use_color(out), exception_formatter=structlog.dev.plain_traceback
         )
     shared = _shared_processors()
     structlog.configure(

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,8 +22,9 @@ from metering.status import FUTURE_MARGIN, Status
 from metering.store.events import DatedEvent
 from metering.store.reports import FindingRow, LineRow, UsageSum
 from metering.store.runs import RunRecord
-from metering.store.usage import SECOND, Line
+from metering.store.usage import Line
 from metering.timeutil import from_ms, iso
+from metering.units import SI, human
 
 COLUMNS = ("account", "entity", "resource_id", "offering", "unit", "period_start", "quantity")
 
@@ -49,22 +50,26 @@ def _row(line: Line) -> dict[str, str]:
     }
 
 
-def totals(lines: Sequence[Line]) -> dict[tuple[str, str], Decimal]:
-    """Per (account, unit): the sum of quantities."""
-    sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+def totals(lines: Sequence[Line]) -> dict[tuple[str, str, str], Decimal]:
+    """Per (account, entity, unit): the sum of quantities (two entities' seconds are
+    never one figure)."""
+    sums: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     for line in lines:
-        sums[(line.account, line.unit)] += line.quantity
+        sums[(line.account, line.entity, line.unit)] += line.quantity
     return dict(sorted(sums.items()))
 
 
-def render_lines(lines: Sequence[Line], fmt: str) -> str:
+def render_lines(lines: Sequence[Line], fmt: str, units: str = SI) -> str:
     rows = [_row(line) for line in lines]
     sums = totals(lines)
     if fmt == "json":
         out = [json.dumps({"type": "line", **row}, ensure_ascii=False) for row in rows]
         out += [
-            json.dumps({"type": "total", "account": a, "unit": u, "quantity": f"{q:.3f}"})
-            for (a, u), q in sums.items()
+            json.dumps(
+                {"type": "total", "account": a, "entity": e, "unit": u, "quantity": f"{q:.3f}"},
+                ensure_ascii=False,
+            )
+            for (a, e, u), q in sums.items()
         ]
         return "\n".join(out) + ("\n" if out else "")
     if fmt == "csv":
@@ -74,42 +79,40 @@ def render_lines(lines: Sequence[Line], fmt: str) -> str:
         writer.writerows(rows)
         return buffer.getvalue()
     if fmt == "html":
-        return _lines_page(lines)
-    return _table(rows, sums)
+        return _lines_page(lines, units)
+    return _table(rows, sums, units)
 
 
-def _lines_page(lines: Sequence[Line]) -> str:
-    """The report page (chart per account, table per resource) over lines in memory."""
+def _lines_page(lines: Sequence[Line], units: str) -> str:
+    """The report page over lines in memory: per hour, account, entity, offering, unit."""
     from metering.html import report_page
-    from metering.report import Report
-    from metering.store.reports import UsageSum
+    from metering.store.reports import DEFAULT_GROUP, group_columns
 
-    def sums(key: Callable[[Line], tuple[str, ...]]) -> list[UsageSum]:
-        grouped: dict[tuple[int, tuple[str, ...], str], list[Line]] = defaultdict(list)
-        for line in lines:
-            grouped[(line.hour, key(line), line.unit)].append(line)
-        return [
-            UsageSum(
-                period=from_ms(hour),
-                group=group,
-                unit=unit,
-                quantity=sum((line.quantity for line in members), Decimal(0)),
-                lines=len(members),
-                corrections=sum(1 for line in members if line.quantity < 0),
-            )
-            for (hour, group, unit), members in sorted(grouped.items())
-        ]
-
-    report = Report(
-        by="hour",
-        group="resource",
-        rows=sums(lambda line: (line.account, line.entity, line.resource_id)),
-        by_account=sums(lambda line: (line.account,)),
-    )
+    columns = group_columns(DEFAULT_GROUP)
+    grouped: dict[tuple[int, tuple[str, ...]], list[Line]] = defaultdict(list)
+    for line in lines:
+        key = tuple(getattr(line, column) for column in columns)
+        grouped[(line.hour, key)].append(line)
+    rows = [
+        UsageSum(
+            period=from_ms(hour),
+            group=group,
+            unit=members[0].unit,
+            quantity=sum((line.quantity for line in members), Decimal(0)),
+            lines=len(members),
+            # A dry run's hours before the watermark are corrections; negative lines
+            # are the ones it can tell from the lines alone.
+            corrections=sum(1 for line in members if line.quantity < 0),
+        )
+        for (hour, group), members in sorted(grouped.items())
+    ]
+    report = Report(by="hour", columns=columns, rows=rows, units=units)
     return report_page(report, title="metering run --dry-run: the lines a run would write")
 
 
-def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> str:
+def _table(
+    rows: list[dict[str, str]], sums: dict[tuple[str, str, str], Decimal], units: str
+) -> str:
     if not rows:
         return "no usage lines\n"
     rows = [{c: printable(v) for c, v in r.items()} for r in rows]
@@ -124,26 +127,24 @@ def _table(rows: list[dict[str, str]], sums: dict[tuple[str, str], Decimal]) -> 
     out = [fmt_row({c: c for c in COLUMNS}), "  ".join("-" * widths[c] for c in COLUMNS)]
     out += [fmt_row(r) for r in rows]
     out.append("")
-    out.append("totals per account:")
-    for (account, unit), quantity in sums.items():
-        out.append(f"  {printable(account)}  {amount(quantity, unit)}")
+    out.append("totals per account and entity:")
+    out += [
+        "  " + line
+        for line in text_table(
+            ("account", "entity", "total"),
+            [(a, e, amount(q, u, units)) for (a, e, u), q in sums.items()],
+            ("total",),
+        )
+    ]
     return "\n".join(out) + "\n"
 
 
 # -- shared pieces ------------------------------------------------------------------
 
 
-def running_time(seconds: Decimal) -> str:
-    """'5400.000 s (1 h 30 min)': seconds exact, hours and whole minutes (rounded down)."""
-    sign = "-" if seconds < 0 else ""
-    minutes = int(abs(seconds)) // 60
-    return f"{seconds:.3f} s ({sign}{minutes // 60} h {minutes % 60:02d} min)"
-
-
-def amount(quantity: Decimal, unit: str) -> str:
-    if unit == SECOND:
-        return running_time(quantity)
-    return f"{quantity:.3f} {unit}"
+def amount(quantity: Decimal, unit: str, units: str = SI) -> str:
+    """For people: metering.units.human (CSV and JSON carry the exact quantity)."""
+    return human(quantity, unit, units)
 
 
 def text_table(
@@ -196,16 +197,22 @@ def period_label(period: datetime, by: str) -> str:
     return period.strftime({"hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "month": "%Y-%m"}[by])
 
 
+def measured(row: UsageSum, columns: Sequence[str]) -> tuple[str, str]:
+    """(entity, unit) of a row: what its figure measures. Figures of two of them are
+    never added (store.group_columns keeps both in every group)."""
+    return row.value(columns, "entity") or "", row.unit
+
+
 def report_totals(
-    rows: Sequence[UsageSum],
-) -> tuple[dict[tuple[tuple[str, ...], str], Decimal], dict[str, Decimal]]:
-    """Per (group, unit) over all periods, and per unit over everything."""
-    per_group: dict[tuple[tuple[str, ...], str], Decimal] = defaultdict(Decimal)
-    per_unit: dict[str, Decimal] = defaultdict(Decimal)
+    rows: Sequence[UsageSum], columns: Sequence[str]
+) -> tuple[dict[tuple[str, ...], Decimal], dict[tuple[str, str], Decimal]]:
+    """Per group over all periods, and per (entity, unit) over everything."""
+    per_group: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    per_measure: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for row in rows:
-        per_group[(row.group, row.unit)] += row.quantity
-        per_unit[row.unit] += row.quantity
-    return dict(sorted(per_group.items())), dict(sorted(per_unit.items()))
+        per_group[row.group] += row.quantity
+        per_measure[measured(row, columns)] += row.quantity
+    return dict(sorted(per_group.items())), dict(sorted(per_measure.items()))
 
 
 def render_report(report: Report, fmt: str) -> str:
@@ -214,7 +221,9 @@ def render_report(report: Report, fmt: str) -> str:
 
         return report_page(report)
     columns = report.columns
-    per_group, per_unit = report_totals(report.rows)
+    unit_at = columns.index("unit")
+    split = report.written_after is not None
+    per_group, per_measure = report_totals(report.rows, columns)
     if fmt == "json":
         objects: list[dict[str, Any]] = [
             {
@@ -222,68 +231,117 @@ def render_report(report: Report, fmt: str) -> str:
                 "period": _when(row.period),
                 "by": report.by,
                 **dict(zip(columns, row.group, strict=True)),
-                "unit": row.unit,
                 "quantity": f"{row.quantity:.3f}",
                 "lines": row.lines,
                 "corrections": row.corrections,
+                **({"correction": row.corrections > 0} if split else {}),
             }
             for row in report.rows
         ]
         objects += [
-            {
-                "type": "total",
-                **dict(zip(columns, group, strict=True)),
-                "unit": unit,
-                "quantity": f"{q:.3f}",
-            }
-            for (group, unit), q in per_group.items()
+            {"type": "total", **dict(zip(columns, group, strict=True)), "quantity": f"{q:.3f}"}
+            for group, q in per_group.items()
         ]
         objects += [
-            {"type": "grand_total", "unit": unit, "quantity": f"{q:.3f}"}
-            for unit, q in per_unit.items()
+            {"type": "grand_total", "entity": entity, "unit": unit, "quantity": f"{q:.3f}"}
+            for (entity, unit), q in per_measure.items()
         ]
         return _json_lines(objects)
     if fmt == "csv":
         return _csv(
-            ("period", *columns, "unit", "quantity", "lines", "corrections"),
+            (
+                "period",
+                *columns,
+                "quantity",
+                "lines",
+                "corrections",
+                *(("correction",) if split else ()),
+            ),
             (
                 (
                     _when(row.period),
                     *row.group,
-                    row.unit,
                     f"{row.quantity:.3f}",
                     str(row.lines),
                     str(row.corrections),
+                    *((_yes(row.corrections > 0),) if split else ()),
                 )
                 for row in report.rows
             ),
         )
     if not report.rows:
         return "no usage lines\n"
-    table = [
-        (
-            period_label(row.period, report.by),
-            *row.group,
-            row.unit,
-            amount(row.quantity, row.unit) + (" *" if row.corrections else "  "),
-            str(row.lines),
-        )
-        for row in report.rows
-    ]
-    out = text_table(
-        (report.by, *columns, "unit", "quantity", "lines"), table, ("quantity", "lines")
-    )
-    out += ["", f"totals per {report.group}:"]
-    total_rows = [(*group, amount(q, unit)) for (group, unit), q in per_group.items()]
+
+    def show(quantity: Decimal, group: Sequence[str]) -> str:
+        return amount(quantity, group[unit_at], report.units)
+
+    if split:
+        table = [
+            (
+                period_label(row.period, report.by),
+                *row.group,
+                show(row.quantity, row.group),
+                str(row.lines),
+                _yes(row.corrections > 0),
+            )
+            for row in report.rows
+        ]
+        head = (report.by, *columns, "quantity", "lines", "correction")
+    else:
+        table = [
+            (
+                period_label(row.period, report.by),
+                *row.group,
+                show(row.quantity, row.group) + (" *" if row.corrections else "  "),
+                str(row.lines),
+            )
+            for row in report.rows
+        ]
+        head = (report.by, *columns, "quantity", "lines")
+    out = text_table(head, table, ("quantity", "lines"))
+    out += ["", f"totals per {', '.join(columns)}:"]
+    total_rows = [(*group, show(q, group)) for group, q in per_group.items()]
     out += ["  " + line for line in text_table((*columns, "total"), total_rows, ("total",))]
-    out += ["", "total:"]
-    out += [f"  {amount(q, unit)}" for unit, q in per_unit.items()]
-    if any(row.corrections for row in report.rows):
+    out += ["", "total per entity and unit:"]
+    out += [
+        "  " + line
+        for line in text_table(
+            ("entity", "unit", "total"),
+            [(e, u, amount(q, u, report.units)) for (e, u), q in per_measure.items()],
+            ("total",),
+        )
+    ]
+    if not split and any(row.corrections for row in report.rows):
         out += ["", CORRECTION_NOTE]
     return "\n".join(out) + "\n"
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
 # -- metering runs ----------------------------------------------------------------------
+
+
+RUN_COLUMNS = (
+    "run_id",
+    "kind",
+    "status",
+    "clock",
+    "started_at",
+    "finished_at",
+    "hours_from",
+    "hours_to",
+    "first_event_id",
+    "last_event_id",
+    "events_read",
+    "lines_written",
+    "corrections",
+    "rejected",
+    "anomalies",
+    "duration_ms",
+    "host",
+)
 
 
 def _run_object(run: RunRecord) -> dict[str, Any]:
@@ -336,9 +394,24 @@ def runs_table(runs: Sequence[RunRecord]) -> list[str]:
     return text_table(columns, rows, numeric)
 
 
+def _csv_of(objects: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """The objects of a JSON listing as CSV rows: None empty, booleans true/false."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return _csv(columns, ([cell(o[c]) for c in columns] for o in objects))
+
+
 def render_runs(runs: Sequence[RunRecord], fmt: str) -> str:
     if fmt == "json":
         return _json_lines(_run_object(run) for run in runs)
+    if fmt == "csv":
+        return _csv_of([_run_object(run) for run in runs], RUN_COLUMNS)
     if not runs:
         return "no runs yet\n"
     return "\n".join(runs_table(runs)) + "\n"
@@ -354,6 +427,23 @@ def _line_object(line: LineRow) -> dict[str, Any]:
         "period_start": _when(line.period_start),
         "quantity": f"{line.quantity:.3f}",
     }
+
+
+FINDING_COLUMNS = (
+    "id",
+    "run_id",
+    "category",
+    "reason",
+    "recorded_at",
+    "reviewed",
+    "event_row_id",
+    "event_id",
+    "account",
+    "entity",
+    "resource_id",
+    "action",
+    "occurred_at",
+)
 
 
 def _finding_object(row: FindingRow) -> dict[str, Any]:
@@ -374,7 +464,7 @@ def _finding_object(row: FindingRow) -> dict[str, Any]:
     }
 
 
-def render_run_detail(detail: RunDetail, fmt: str) -> str:
+def render_run_detail(detail: RunDetail, fmt: str, units: str = SI) -> str:
     if fmt == "json":
         return (
             json.dumps(
@@ -383,6 +473,7 @@ def render_run_detail(detail: RunDetail, fmt: str) -> str:
                     "totals": [
                         {
                             "account": t.account,
+                            "entity": t.entity,
                             "unit": t.unit,
                             "quantity": f"{t.quantity:.3f}",
                             "lines": t.lines,
@@ -412,9 +503,13 @@ def render_run_detail(detail: RunDetail, fmt: str) -> str:
         f"billed: {run.lines_written} lines",
     ]
     if detail.totals:
-        rows = [(t.account, amount(t.quantity, t.unit), str(t.lines)) for t in detail.totals]
+        rows = [
+            (t.account, t.entity, amount(t.quantity, t.unit, units), str(t.lines))
+            for t in detail.totals
+        ]
         out += [
-            "  " + s for s in text_table(("account", "total", "lines"), rows, ("total", "lines"))
+            "  " + s
+            for s in text_table(("account", "entity", "total", "lines"), rows, ("total", "lines"))
         ]
     out += ["", f"corrected: {detail.corrections_total} lines (hours billed before this run)"]
     if detail.corrections:
@@ -425,7 +520,7 @@ def render_run_detail(detail: RunDetail, fmt: str) -> str:
                 line.entity,
                 line.resource_id,
                 line.offering,
-                amount(line.quantity, line.unit),
+                amount(line.quantity, line.unit, units),
             )
             for line in detail.corrections
         ]
@@ -474,6 +569,8 @@ def findings_table(rows: Sequence[FindingRow]) -> list[str]:
 def render_findings(rows: Sequence[FindingRow], fmt: str) -> str:
     if fmt == "json":
         return _json_lines(_finding_object(row) for row in rows)
+    if fmt == "csv":
+        return _csv_of([_finding_object(row) for row in rows], FINDING_COLUMNS)
     if not rows:
         return "no rejected events or anomalies\n"
     return "\n".join(findings_table(rows)) + "\n"

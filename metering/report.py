@@ -6,6 +6,7 @@ values; rendering is metering/render.py's (and metering/html.py's).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,21 +14,29 @@ from sqlalchemy import Engine
 
 from metering.errors import MeteringError
 from metering.store import reports as store
-from metering.store.reports import FindingRow, LineRow, RunTotal, UsageFilter, UsageSum
+from metering.store.reports import (
+    FindingRow,
+    LineRow,
+    RunTotal,
+    UsageFilter,
+    UsageSum,
+    WrittenAfter,
+)
 from metering.store.runs import RunRecord
 
 
 @dataclass(frozen=True)
 class Report:
     by: str
-    group: str
+    columns: tuple[str, ...]  # what each row sums over (store.group_columns), unit included
     rows: list[UsageSum]
-    # Per account, for the HTML chart (the rows themselves when grouped by account).
-    by_account: list[UsageSum] = field(default_factory=list)
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return store.GROUP_COLUMNS[self.group]
+    filters: UsageFilter = field(default_factory=UsageFilter)
+    # Only lines of later runs; each row then either all corrections or none.
+    written_after: WrittenAfter | None = None
+    # For the page's header: which database (password masked) and when it was made.
+    database: str = ""
+    made_at: datetime | None = None
+    units: str = "si"
 
 
 @dataclass(frozen=True)
@@ -44,14 +53,25 @@ class NotFound(MeteringError):
 
 
 def report(
-    engine: Engine, filters: UsageFilter, *, by: str, group: str, chart: bool = False
+    engine: Engine,
+    filters: UsageFilter,
+    *,
+    by: str,
+    group: Sequence[str] = store.DEFAULT_GROUP,
+    written_after: WrittenAfter | None = None,
+    database: str = "",
+    made_at: datetime | None = None,
+    units: str = "si",
 ) -> Report:
+    columns = store.group_columns(group)
     with engine.connect() as conn:
-        rows = store.usage_sums(conn, filters, by, group)
-        if not chart:
-            return Report(by, group, rows)
-        per_account = rows if group == "account" else store.usage_sums(conn, filters, by, "account")
-    return Report(by, group, rows, per_account)
+        try:
+            rows = store.usage_sums(conn, filters, by, columns, written_after)
+        except LookupError:
+            raise NotFound(
+                f"no run {written_after and written_after.run_id!r} (metering runs lists them)"
+            ) from None
+    return Report(by, columns, rows, filters, written_after, database, made_at, units)
 
 
 def runs(engine: Engine, limit: int) -> list[RunRecord]:

@@ -16,7 +16,7 @@ as_root() {
 }
 
 # 1. Debian packages (MariaDB server/client; systemd for systemd-analyze, which
-#    tests/test_systemd_unit.py runs offline on contrib/metering.service).
+#    tests/test_systemd_unit.py runs offline on contrib/metering.service; chromium).
 bash scripts/mariadb.sh install
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     log "installing systemd (for systemd-analyze)"
@@ -24,6 +24,16 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         --no-install-recommends systemd >/dev/null
 fi
+
+# Headless Chromium renders the HTML report in tests/test_html_chromium.py.
+if ! command -v chromium >/dev/null 2>&1; then
+    log "installing chromium (for the HTML report test)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium >/dev/null
+fi
+# Here a missing chromium fails that test instead of skipping it.
+export METERING_REQUIRE_CHROMIUM=1
 
 # 2. Python venv with the project + dev extra.
 PYTHON=${PYTHON:-python3}

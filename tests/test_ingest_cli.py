@@ -237,3 +237,58 @@ def test_progress_bar_on_a_terminal_only(
     assert proc.returncode == 0
     for text in terminal.decode().splitlines():
         json.loads(text)
+
+
+def test_events_doc_examples_behave_as_documented(sqlite_url: str, tmp_path: Path) -> None:
+    """docs/events.md: its examples are stored, refused by ingest, or rejected by the
+    run exactly as it says; ingest --help points to it."""
+    import re
+
+    from click.testing import CliRunner
+
+    from metering.cli import main
+    from tests.support import migrated, run
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", doc, re.S)
+    lines = [line for block in blocks for line in block.splitlines()]
+    assert len(lines) == 6
+    events = tmp_path / "examples.jsonl"
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    engine = migrated(sqlite_url)
+    runner = CliRunner()
+    base = ["--log-format", "json", "--database-url", sqlite_url]
+    loaded = runner.invoke(main, [*base, "ingest", str(events)], env={"METERING_CONFIG": ""})
+    assert loaded.exit_code == 1 and "inserted 5" in loaded.stdout
+    logged = [json.loads(s) for s in loaded.stderr.splitlines()]
+    [malformed] = [e for e in logged if e["event"] == "malformed_line"]
+    assert (malformed["line"], malformed["reason"]) == (
+        5,
+        "quantity must be an integer or null, got number",
+    )
+    run(engine, "2016-12-12T19:00:00Z", tmp_path)
+    rejected = runner.invoke(main, [*base, "rejected", "--format", "json"])
+    assert [
+        (r["event_id"], r["reason"]) for r in map(json.loads, rejected.stdout.splitlines())
+    ] == [("m003", "period_end before period_start")]
+    assert "docs/events.md" in runner.invoke(main, ["ingest", "--help"]).stdout
+
+
+def test_install_paths_agree() -> None:
+    """README, crontab.example, contrib/ and operations.md call the same executable."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    texts = {
+        name: (root / name).read_text(encoding="utf-8")
+        for name in (
+            "README.md",
+            "crontab.example",
+            "contrib/metering.service",
+            "docs/operations.md",
+        )
+    }
+    for name, text in texts.items():
+        paths = set(re.findall(r"(/\S*/bin/metering)\b", text))
+        assert paths == {"/opt/metering/.venv/bin/metering"}, (name, paths)
+    assert "python3.11 -m venv /opt/metering/.venv" in texts["README.md"]

@@ -132,5 +132,5 @@ def test_reconcile_output(evil_db: str, env: dict[str, str], tmp_path: Path) -> 
     args = ("reconcile", "--inventory", str(inventory), "--at", "2016-12-12T17:00Z", "--dry-run")
     table = on_terminal(evil_db, env, *args)
     assert EVIL_SHOWN in table and b"\x1b" not in table
-    as_json = (*args, "--output", "json")
+    as_json = (*args, "--format", "json")
     assert piped(evil_db, env, *as_json) == on_terminal(evil_db, env, *as_json)

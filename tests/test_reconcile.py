@@ -407,7 +407,7 @@ def test_cli_reconcile_from_stdin_then_again(sqlite_url: str, tmp_path: Path) ->
     dry = runner.invoke(main, [*args, "--dry-run"], input=stdin)
     assert dry.exit_code == 0, dry.output
     assert "would insert 1 events" in dry.output and event_count(engine) == 0
-    done = runner.invoke(main, [*args, "--output", "json"], input=stdin)
+    done = runner.invoke(main, [*args, "--format", "json"], input=stdin)
     assert done.exit_code == 0, done.output
     data = json.loads(done.output.splitlines()[-1])
     assert data["inserted"] == 1 and data["events"][0]["action"] == "start"

@@ -110,12 +110,14 @@ def test_dry_run_formats_match_the_lines_written(
     rows = [json.loads(x) for x in outputs["json"].splitlines()]
     assert sorted(as_tuple(r) for r in rows if r["type"] == "line") == lines
     totals = {
-        (r["account"], r["unit"]): Decimal(r["quantity"]) for r in rows if r["type"] == "total"
+        (r["account"], r["entity"], r["unit"]): Decimal(r["quantity"])
+        for r in rows
+        if r["type"] == "total"
     }
     assert totals == {
-        ("acme", "second"): Decimal("9000.000"),
-        ("acme", "byte"): Decimal("1001.000"),
-        ("zeta", "second"): Decimal("7200.000"),
+        ("acme", "vm", "second"): Decimal("9000.000"),
+        ("acme", "ip", "byte"): Decimal("1001.000"),
+        ("zeta", "vm", "second"): Decimal("7200.000"),
     }
     parsed = list(csv.DictReader(io.StringIO(outputs["csv"])))
     assert sorted(as_tuple(r) for r in parsed) == lines
@@ -142,9 +144,9 @@ def test_dry_run_formats_match_the_lines_written(
         (a, e, rid, o, u, h.strftime("%Y-%m-%dT%H:%M:%S.000Z"), f"{q:.3f}")
         for a, e, rid, o, u, h, q in lines
     )
-    assert "totals per account:" in outputs["table"]
-    assert "acme  9000.000 s" in outputs["table"]
-    assert "zeta  7200.000 s" in outputs["table"]
+    assert "totals per account and entity:" in outputs["table"]
+    assert "acme     vm      2 h 30 min" in outputs["table"]
+    assert "zeta     vm      2 h 00 min" in outputs["table"]
 
 
 def test_nothing_to_do_exits_0(engine: Engine, database_url: str, env: dict[str, str]) -> None:

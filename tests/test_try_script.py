@@ -14,6 +14,7 @@ import pytest
 
 from metering.ingest import ingest
 from metering.sample import shipped_day
+from metering.units import human
 from tests.support import billed, migrated, run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,12 +47,14 @@ def test_try_script_installs_and_prints_the_usage_billed(tmp_path: Path) -> None
     reference = migrated(f"sqlite:///{tmp_path}/reference.db")
     ingest(reference, shipped_day().splitlines(keepends=True))
     run(reference, "2016-12-13T01:00:00Z", tmp_path)
-    sums: dict[str, Decimal] = {}
+    sums: dict[tuple[str, str], Decimal] = {}
     for key, quantity in billed(reference).items():
-        sums[key[4]] = sums.get(key[4], Decimal(0)) + quantity
+        sums[(key[1], key[4])] = sums.get((key[1], key[4]), Decimal(0)) + quantity
     assert billed(migrated(f"sqlite:///{database}")) == billed(reference)
-    total = out[out.rindex("total:") :]
-    assert f"{sums['byte']:.3f} byte" in total
-    assert f"{sums['second']:.3f} s" in total
+    total = out[out.rindex("total per entity and unit:") :]
+    assert len(sums) == 3  # vm and volume seconds, ip bytes: never added together
+    for (entity, unit), quantity in sums.items():
+        shown = rf"^  {entity}\s+{unit}\s+{re.escape(human(quantity, unit))}$"
+        assert re.search(shown, total, re.M), (entity, unit, total)
     for account in ("geneva-jug", "acme-corp", "blue-lab", "north-shop"):
         assert account in out

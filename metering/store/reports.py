@@ -21,12 +21,15 @@ from metering.store.schema import rejected_events, runs, usage_events, usage_lin
 from metering.store.sums import exact_sum, sum_value
 
 PERIODS = ("hour", "day", "month")
-GROUPS = ("account", "resource", "offering")
-# A resource is (account, entity, resource_id); an offering only means something per entity.
-GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
-    "account": ("account",),
-    "resource": ("account", "entity", "resource_id"),
-    "offering": ("entity", "offering"),
+GROUPS = ("account", "entity", "resource", "offering", "unit")
+DEFAULT_GROUP = ("account", "entity", "offering", "unit")
+# The usage_lines column behind each group name, in the order rows show them.
+_GROUP_COLUMN = {
+    "account": "account",
+    "entity": "entity",
+    "resource": "resource_id",
+    "offering": "offering",
+    "unit": "unit",
 }
 _SQLITE_PREFIX = {"hour": 13, "day": 10, "month": 7}
 _MYSQL_FORMAT = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d", "month": "%Y-%m"}
@@ -44,14 +47,37 @@ class UsageFilter:
     until: datetime | None = None  # hours starting before
 
 
+def group_columns(names: Sequence[str]) -> tuple[str, ...]:
+    """The columns rows are summed over for a --group: the names asked for, plus entity
+    and unit always (seconds of a VM and of a volume, or seconds and bytes, are never
+    one figure), plus account and entity with resource (a resource_id is only unique
+    within them, contract rule 4)."""
+    wanted = set(names) | {"entity", "unit"}
+    if "resource" in wanted:
+        wanted.add("account")
+    return tuple(_GROUP_COLUMN[name] for name in GROUPS if name in wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenAfter:
+    """Lines of the runs after a run (by the order runs committed in) or committed after
+    an instant: what changed since an invoice was cut."""
+
+    run_id: str | None = None
+    time: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class UsageSum:
     period: datetime
-    group: tuple[str, ...]
+    group: tuple[str, ...]  # the values of the group columns, unit included
     unit: str
     quantity: Decimal
     lines: int
     corrections: int  # lines that corrected an hour billed before (see is_correction)
+
+    def value(self, columns: Sequence[str], name: str) -> str | None:
+        return self.group[columns.index(name)] if name in columns else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +94,7 @@ class LineRow:
 @dataclass(frozen=True, slots=True)
 class RunTotal:
     account: str
+    entity: str
     unit: str
     quantity: Decimal
     lines: int
@@ -129,28 +156,57 @@ def _where(filters: UsageFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> list[UsageSum]:
-    """SUM(quantity) per (period, group, unit), ordered by period then group."""
+def _written_after(conn: Connection, after: WrittenAfter) -> ColumnElement[bool]:
+    r = runs.c
+    if after.time is not None:
+        # A run's lines commit with it, just after finished_at.
+        return r.finished_at > after.time
+    row = conn.execute(select(r.started_at, r.hours_to).where(r.run_id == after.run_id)).first()
+    if row is None:
+        raise LookupError(after.run_id)
+    # Runs never overlap; the chunks of one invocation share started_at and follow
+    # each other by their hours.
+    return or_(
+        r.started_at > row.started_at,
+        (r.started_at == row.started_at) & (r.hours_to > row.hours_to),
+    )
+
+
+def usage_sums(
+    conn: Connection,
+    filters: UsageFilter,
+    by: str,
+    columns: Sequence[str],
+    written_after: WrittenAfter | None = None,
+) -> list[UsageSum]:
+    """SUM(quantity) per (period, columns), ordered by period then columns; `columns`
+    include unit (see group_columns). With written_after, only the lines of the later
+    runs, and corrections apart from the other lines."""
     period = _period(conn, by).label("period")
-    groups = [usage_lines.c[name] for name in GROUP_COLUMNS[group]]
-    unit = usage_lines.c.unit
+    groups = [usage_lines.c[name] for name in columns]
+    correction = case((is_correction(), 1), else_=0)
+    split = [correction.label("correction")] if written_after is not None else []
+    where = _where(filters)
+    if written_after is not None:
+        where.append(_written_after(conn, written_after))
     query = (
         select(
             period,
             *groups,
-            unit,
             exact_sum(conn, usage_lines.c.quantity),
             func.count(),
-            func.sum(case((is_correction(), 1), else_=0)),
+            func.sum(correction),
+            *split,
         )
         .select_from(usage_lines.outerjoin(runs, runs.c.run_id == usage_lines.c.run_id))
-        .where(*_where(filters))
+        .where(*where)
         # By its alias (usage_lines has no such column): given the expression, MariaDB
         # evaluates it again to group, as it did for the run's range scan.
-        .group_by(literal_column("period"), *groups, unit)
-        .order_by(period, *groups, unit)
+        .group_by(literal_column("period"), *groups, *(literal_column("correction") for _ in split))
+        .order_by(period, *groups, *(literal_column("correction") for _ in split))
     )
     width = len(groups)
+    unit_at = list(columns).index("unit")
     periods: dict[str, datetime] = {}  # strptime is slow and there are few distinct periods
     result: list[UsageSum] = []
     for row in conn.execute(query):
@@ -158,14 +214,15 @@ def usage_sums(conn: Connection, filters: UsageFilter, by: str, group: str) -> l
         if start is None:
             start = datetime.strptime(row[0], _PARSE_FORMAT[by]).replace(tzinfo=UTC)
             periods[row[0]] = start
+        group = tuple(str(v) for v in row[1 : 1 + width])
         result.append(
             UsageSum(
                 period=start,
-                group=tuple(str(v) for v in row[1 : 1 + width]),
-                unit=row[1 + width],
-                quantity=sum_value(row[2 + width]),
-                lines=int(row[3 + width]),
-                corrections=int(row[4 + width] or 0),
+                group=group,
+                unit=group[unit_at],
+                quantity=sum_value(row[1 + width]),
+                lines=int(row[2 + width]),
+                corrections=int(row[3 + width] or 0),
             )
         )
     return result
@@ -193,14 +250,14 @@ def get_run(conn: Connection, run_id: str) -> RunRecord | None:
 def run_totals(conn: Connection, run_id: str) -> list[RunTotal]:
     c = usage_lines.c
     query = (
-        select(c.account, c.unit, exact_sum(conn, c.quantity), func.count())
+        select(c.account, c.entity, c.unit, exact_sum(conn, c.quantity), func.count())
         .where(c.run_id == run_id)
-        .group_by(c.account, c.unit)
-        .order_by(c.account, c.unit)
+        .group_by(c.account, c.entity, c.unit)
+        .order_by(c.account, c.entity, c.unit)
     )
     return [
-        RunTotal(account, unit, sum_value(total), int(count))
-        for account, unit, total, count in conn.execute(query)
+        RunTotal(account, entity, unit, sum_value(total), int(count))
+        for account, entity, unit, total, count in conn.execute(query)
     ]
 
 
