@@ -1056,6 +1056,9 @@ def prices_list(database_url: str | None, config: str | None) -> None:
     ctx = command_context()
     with handle_errors(ctx.verbose):
         rows = prices.versions(engine_for(ctx.settings(database_url, config)))
+        if not rows:
+            click.echo("no price book loaded")
+            return
         table = text_table(
             ("version", "valid_from", "currency", "source", "loaded_at", "digest"),
             [
@@ -1071,7 +1074,7 @@ def prices_list(database_url: str | None, config: str | None) -> None:
             ],
             numeric=("version",),
         )
-        click.echo("\n".join(table) if rows else "no price book loaded")
+        click.echo("\n".join(table))
 
 
 @main.group("invoice")

@@ -224,7 +224,10 @@ def _rule(where: str, entry: object, *, override: bool) -> Rule:
     if per is None and unit is not None and not override:
         per = unit
     if unit is not None and per is not None:
-        scale_of(unit, per)
+        try:
+            scale_of(unit, per)
+        except BookError as exc:
+            raise BookError(f"{where}: {exc}") from None
     account = _text(where, "account", entry.get("account")) if override else None
     assert entity is not None
     return Rule(entity, offering, unit, per, _tiers(where, entry), account)
