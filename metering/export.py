@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,11 @@ def usage_item(line: UsageLineRow) -> Item:
 
 def invoice_item(invoice: store_invoices.InvoiceRow, line: store_invoices.InvoiceLineRow) -> Item:
     key = _digest("mtr-i-", invoice.invoice_id, str(line.line_no))
+    amount = None
+    if line.amount is not None:
+        # Lines of an invoice rounded as a whole keep their exact amount (10 places).
+        exact = invoice.rounding_per == "invoice" and line.kind == "usage"
+        amount = f"{line.amount if exact else line.amount.quantize(Decimal(invoice.precision)):f}"
     record = {
         "key": key,
         "invoice_id": invoice.invoice_id,
@@ -149,7 +155,7 @@ def invoice_item(invoice: store_invoices.InvoiceRow, line: store_invoices.Invoic
         "quantity": None if line.quantity is None else f"{line.quantity:f}",
         "per": line.per,
         "unit_price": None if line.unit_price is None else f"{line.unit_price.normalize():f}",
-        "amount": None if line.amount is None else f"{line.amount.normalize():f}",
+        "amount": amount,
         "adjusts_invoice": line.adjusts_invoice,
     }
     return Item(key, f"invoice {invoice.invoice_id}#{line.line_no}", record)

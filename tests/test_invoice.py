@@ -159,6 +159,15 @@ def test_tiers_per_month_price_change_mid_month_and_overrides(
     }
     assert april[0]["tiers"] == [{"from": "0", "up_to": "100", "price": "0", "quantity": "90"}]
     assert all(o["status"] == "preview" and isinstance(o["amount"], str) for o in march)
+    html = invoke(database_url, env, "invoice", "preview", "--month", "2024-03", "--format", "html")
+    assert '<h2 data-account="blue">' in html.stdout and 'data-amount="1.01"' in html.stdout
+    csv_text = invoke(
+        database_url, env, "invoice", "preview", "--month", "2024-03", "--format", "csv"
+    )
+    total_row = next(
+        r for r in csv_text.stdout.splitlines() if r.startswith("2024-03,preview,blue,CHF,,total")
+    )
+    assert total_row.endswith(",1.01,,")
 
 
 @pytest.mark.parametrize("per", ["line", "invoice"])
@@ -294,6 +303,22 @@ def test_close_late_corrections_adjust_the_next_month_and_trace(
     assert all(o["kind"] != "adjustment" for o in may)
     table = invoke(database_url, env, "invoice", "show", april_id, "--lines").stdout
     assert acme_id in table and late_run in table
+
+    exported = [
+        invoke(
+            database_url, env, "export", "--month", "2024-04", "--lines", "invoice", "--to", "jsonl"
+        )
+        for _ in range(2)
+    ]
+    assert exported[0].stdout == exported[1].stdout
+    records = [json.loads(x) for x in exported[0].stdout.splitlines()]
+    assert {(r["invoice_id"], r["kind"], r["amount"]) for r in records} >= {
+        (april_id, "adjustment", "-0.08")
+    }
+    refused = invoke(
+        database_url, env, "export", "--month", "2024-05", "--lines", "invoice", "--to", "csv"
+    )
+    assert refused.exit_code == 1 and "not closed" in refused.output
 
 
 def test_export_keys_are_stable_and_new_only_exports_only_new_lines(
