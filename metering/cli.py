@@ -1065,3 +1065,318 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
         report_command, database_url=result.database_url, group=("account", "entity", "unit")
     )
     click.echo("\n" + demo_hints(result))
+
+
+@main.group("prices")
+def prices_group() -> None:
+    """The price book: immutable versions, each valid from an hour (see docs/rating.md).
+
+    \b
+    Example:
+      metering prices load prices-2024-03.toml --dry-run && metering prices list
+    """
+
+
+@prices_group.command("load")
+@database_options
+@click.option(
+    "--valid-from",
+    type=TIME,
+    default=None,
+    help="When this version takes effect, on an hour (default: the file's valid_from, "
+    "else the next hour after now).",
+)
+@now_option
+@click.option("--dry-run", is_flag=True, help="Validate and say what would be loaded.")
+@click.argument("file", type=click.File("rb"))
+def prices_load(
+    database_url: str | None,
+    config: str | None,
+    valid_from: datetime | None,
+    now: datetime | None,
+    dry_run: bool,
+    file: Any,
+) -> None:
+    """Load a price book TOML file as a new version (versions are never edited).
+
+    The same file with the same valid_from is loaded once. A version may not start
+    inside a closed month, nor change the rounding policy within a month, nor the
+    currency. Exits 1 naming the entry and key of a bad file.
+
+    \b
+    Examples:
+      metering prices load prices.toml --dry-run
+      metering prices load prices.toml --valid-from 2024-03-15T00:00Z
+    """
+    from metering import prices
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        name = getattr(file, "name", "-")
+        book = prices.read_book(file.read(), name)
+        engine = engine_for(ctx.settings(database_url, config))
+        outcome = prices.load(
+            engine, book, source=name, now=now or utc_now(), valid_from=valid_from, dry_run=dry_run
+        )
+        if not dry_run and not outcome.already:
+            log.info("prices_loaded", version=outcome.version, valid_from=str(outcome.valid_from))
+        click.echo(prices.describe(outcome), nl=False)
+
+
+@prices_group.command("list")
+@database_options
+def prices_list(database_url: str | None, config: str | None) -> None:
+    """The loaded price book versions: number, valid from, currency, source file.
+
+    \b
+    Example:
+      metering prices list
+    """
+    from metering import prices
+    from metering.render import text_table
+    from metering.timeutil import iso
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        rows = prices.versions(engine_for(ctx.settings(database_url, config)))
+        if not rows:
+            click.echo("no price book loaded")
+            return
+        table = text_table(
+            ("version", "valid_from", "currency", "source", "loaded_at", "digest"),
+            [
+                [
+                    str(r.version),
+                    iso(r.valid_from) or "",
+                    r.currency,
+                    r.source or "",
+                    iso(r.loaded_at) or "",
+                    r.digest[:12],
+                ]
+                for r in rows
+            ],
+            numeric=("version",),
+        )
+        click.echo("\n".join(table))
+
+
+@main.group("invoice")
+def invoice_group() -> None:
+    """Invoices per account and month: preview, close (immutable), show.
+
+    \b
+    Example:
+      metering invoice preview --month 2024-03 && metering invoice close --month 2024-03
+    """
+
+
+def _write_output(text: str, output: str | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from pathlib import Path
+
+    from metering.export import write_file
+
+    write_file(Path(output))(text)
+
+
+@invoice_group.command("preview")
+@database_options
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month (UTC).")
+@click.option("--account", "accounts", multiple=True, help="Only this account (repeatable).")
+@format_option("table", "csv", "json", "html")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to this file."
+)
+def invoice_preview(
+    database_url: str | None,
+    config: str | None,
+    month: str,
+    accounts: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+) -> None:
+    """What each account owes for a month: a line per entity/offering/unit (quantity in
+    the price's unit, unit price, tiers applied, amount), adjustments for closed
+    months, unpriced usage (never priced 0), a total per account.
+
+    A month not closed is labelled a preview (and whether all its hours are billed);
+    a closed month shows its stored invoices. JSON lines: every line has account,
+    currency and amount (a string; "unpriced" for unpriced usage); each account's
+    total is a line with "kind": "total".
+
+    \b
+    Examples:
+      metering invoice preview --month 2024-03
+      metering invoice preview --month 2024-03 --account acme-corp --format json
+      metering invoice preview --month 2024-03 --format html -o march.html
+    """
+    from metering import invoice
+    from metering.render_invoice import render_month
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        invoice.check_month(month)
+        engine = engine_for(ctx.settings(database_url, config))
+        _write_output(render_month(invoice.preview(engine, month, accounts), fmt), output)
+
+
+@invoice_group.command("close")
+@database_options
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month (UTC).")
+@click.option(
+    "--allow-unpriced", is_flag=True, help="Close even with unpriced usage (listed, not priced)."
+)
+@now_option
+@format_option("table", "json")
+@lock_options
+def invoice_close(
+    database_url: str | None,
+    config: str | None,
+    month: str,
+    allow_unpriced: bool,
+    now: datetime | None,
+    fmt: str,
+    lock_file: str | None,
+    wait: float,
+    no_database_lock: bool,
+) -> None:
+    """Store the month's invoices, one per account, immutable; ids derive from account
+    and month, so closing twice changes nothing.
+
+    Refuses (exit 1) a month whose hours are not all billed (metering status shows
+    billed_until) and, without --allow-unpriced, a month with unpriced usage. Usage
+    of a closed month billed later appears in the next open month's preview as an
+    adjustment naming the closed invoice. Takes the run's locks (exit 75 if held).
+
+    \b
+    Example:
+      metering invoice close --month 2024-03
+    """
+    from metering import invoice
+    from metering.render_invoice import render_month
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        invoice.check_month(month)
+        settings = ctx.settings(
+            database_url, config, lock_file=lock_file, database_lock=not no_database_lock
+        )
+        outcome = invoice.close(
+            engine_for(settings),
+            month,
+            now=now or utc_now(),
+            lock_file=settings.lock_file,
+            wait=wait,
+            use_database_lock=settings.database_lock,
+            allow_unpriced=allow_unpriced,
+        )
+        count = len(outcome.invoices.accounts)
+        if outcome.already:
+            log.info("month_already_closed", month=month, invoices=count)
+        else:
+            log.info("month_closed", month=month, invoices=count)
+        click.echo(render_month(outcome.invoices, fmt), nl=False)
+
+
+@invoice_group.command("show")
+@database_options
+@click.option("--lines", "trace", is_flag=True, help="Each line's usage lines and run ids.")
+@format_option("table", "json")
+@click.argument("invoice_id", metavar="ID")
+def invoice_show(
+    database_url: str | None, config: str | None, trace: bool, fmt: str, invoice_id: str
+) -> None:
+    """A closed invoice; with --lines, the usage lines (and runs) behind each line.
+
+    \b
+    Example:
+      metering invoice show inv-2024-03-5f0c2a9e1b7d4c36 --lines
+    """
+    from metering import invoice
+    from metering.render_invoice import render_detail
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        engine = engine_for(ctx.settings(database_url, config))
+        click.echo(render_detail(invoice.show(engine, invoice_id, trace=trace), fmt), nl=False)
+
+
+@main.command("export")
+@database_options
+@click.option("--month", default=None, metavar="YYYY-MM", help="Lines of this month (UTC).")
+@click.option("--run", "run_id", default=None, metavar="RUN_ID", help="Lines this run wrote.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["jsonl", "csv", "lago", "stripe", "openmeter"]),
+    required=True,
+    help="The shape: plain JSON lines or CSV, or a target API's events.",
+)
+@click.option(
+    "--lines",
+    "lines",
+    type=click.Choice(["usage", "invoice"]),
+    default="usage",
+    show_default=True,
+    help="Usage lines, or the lines of a closed month's invoices (jsonl, csv).",
+)
+@click.option("--new-only", is_flag=True, help="Only what the ledger has not seen exported.")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write to this file."
+)
+@now_option
+def export_command(
+    database_url: str | None,
+    config: str | None,
+    month: str | None,
+    run_id: str | None,
+    target: str,
+    lines: str,
+    new_only: bool,
+    output: str | None,
+    now: datetime | None,
+) -> None:
+    """Export usage lines (or invoice lines) with idempotency keys; record it in the ledger.
+
+    Each item's key derives from what it is (a usage line: run, account, entity,
+    resource, offering, unit, hour), so a re-export carries the same keys and the
+    target deduplicates: Lago's transaction_id, Stripe's identifier, OpenMeter's id
+    (with source "metering"). No network: a file or stdout; docs/rating.md shows how
+    to send each to its API. Lago: one batch body per line (100 events at most).
+
+    \b
+    Examples:
+      metering export --month 2024-03 --to csv -o usage-2024-03.csv
+      metering export --run s20240301T00-20240301T01-v1 --to openmeter
+      metering export --month 2024-03 --to lago --new-only -o lago.jsonl
+      metering export --month 2024-03 --lines invoice --to jsonl
+    """
+    from pathlib import Path
+
+    from metering import export
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        if (month is None) == (run_id is None):
+            raise click.UsageError("give exactly one of --month M and --run RUN_ID")
+        engine = engine_for(ctx.settings(database_url, config))
+        outcome = export.execute(
+            engine,
+            export.ExportRequest(target, month, run_id, lines, new_only),
+            now=now or utc_now(),
+            destination=output or "-",
+            write=(
+                export.write_file(Path(output))
+                if output
+                else lambda text: click.echo(text, nl=False)
+            ),
+        )
+        log.info(
+            "exported",
+            export_id=outcome.export_id,
+            target=target,
+            items=outcome.items,
+            new_items=outcome.new_items,
+        )

@@ -226,10 +226,11 @@ def test_password_not_in_process_title(mariadb_url: str, tmp_path: Path) -> None
 # -- least privilege ---------------------------------------------------------------
 
 # The parts of the run user's block in docs/operations.md, each opened by its comment.
-RUN_PART, INGEST_PART, RECONCILE_PART = (
+RUN_PART, INGEST_PART, RECONCILE_PART, RATING_PART = (
     "-- the run's user",
     "-- only if this user runs `metering ingest`",
     "-- only if this user runs `metering reconcile`",
+    "-- only if this user prices, invoices and exports",
 )
 # MariaDB's refusal as metering reports it (error 1142), quotes escaped in JSON logs.
 DENIED = re.compile(
@@ -247,10 +248,15 @@ def documented_grants(database: str, user: str, password: str) -> dict[str, list
     section = text[text.index("## Least-privilege GRANTs") :]
     opening = section.index("```sql") + len("```sql")
     block = section[opening : section.index("```", opening)]
-    bounds = [block.index(RUN_PART), block.index(INGEST_PART), block.index(RECONCILE_PART)]
+    bounds = [
+        block.index(RUN_PART),
+        block.index(INGEST_PART),
+        block.index(RECONCILE_PART),
+        block.index(RATING_PART),
+    ]
     parts = {}
     for name, begin, end in zip(
-        ("run", "ingest", "reconcile"), bounds, [*bounds[1:], len(block)], strict=True
+        ("run", "ingest", "reconcile", "rating"), bounds, [*bounds[1:], len(block)], strict=True
     ):
         statements = re.sub(r"--[^\n]*", "", block[begin:end]).split(";")
         parts[name] = [
@@ -275,6 +281,7 @@ def database_user(
     grants = documented_grants(str(admin_url.database), user, password)
     assert grants["run"][0].startswith("CREATE USER") and len(grants["run"]) == 10
     assert len(grants["ingest"]) == 1 and len(grants["reconcile"]) == 3
+    assert len(grants["rating"]) == 6
     statements = [s for part in parts for s in grants[part]]
     if without_table:
         kept = [s for s in statements if f"`.{without_table} " not in s]
@@ -363,7 +370,7 @@ def event_ids(engine: sa.Engine) -> set[str]:
 @pytest.mark.mariadb
 def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: Path) -> None:
     """Every command that opens the database, as the user of docs/operations.md with
-    all three parts of its grants, and what each one did."""
+    all four parts of its grants, and what each one did."""
     admin = migrated(mariadb_url)  # migrations: by the admin user
     events = events_file(clean_env)
     inventory = clean_env / "inventory.csv"
@@ -371,8 +378,14 @@ def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: 
     inventory.write_text(
         "account,entity,resource_id,offering\nacme,vm,vm-1,small\nacme,vm,vm-2,large\n"
     )
+    book = clean_env / "prices.toml"
+    book.write_text(
+        'currency = "CHF"\nvalid_from = 2016-12-01T00:00:00Z\n'
+        '[rounding]\nprecision = "0.01"\nmode = "half-even"\nper = "line"\n'
+        '[[price]]\nentity = "vm"\nunit = "second"\nper = "hour"\nprice = "0.05"\n'
+    )
     try:
-        with database_user(mariadb_url, admin, ("run", "ingest", "reconcile")) as url:
+        with database_user(mariadb_url, admin, ("run", "ingest", "reconcile", "rating")) as url:
             base = ["--log-format", "json", "--database-url", url]
             done: set[tuple[str, ...]] = set()
 
@@ -437,6 +450,16 @@ def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: 
             step("rejected", "--mark-reviewed")
             assert "explode" not in step("rejected", "--unreviewed").stdout
             step("check", "--now", "2016-12-12T15:30Z")
+            step("prices", "load", str(book))
+            assert "CHF" in step("prices", "list").stdout
+            preview = step("invoice", "preview", "--month", "2016-12", "--format", "json")
+            assert '"kind": "unpriced"' in preview.stdout  # ip traffic has no price
+            step("invoice", "close", "--month", "2016-12", expect=1)  # not fully billed
+            step("invoice", "close", "--month", "2016-11")  # billed, nothing in it
+            step("invoice", "show", "inv-2016-11-none", expect=1)
+            lago = step("export", "--month", "2016-12", "--to", "lago").stdout
+            assert "transaction_id" in lago
+            assert step("export", "--month", "2016-12", "--to", "lago", "--new-only").stdout == ""
         assert done == runnable_commands() - NO_DATABASE
         assert billed(admin) == {
             ("acme", "vm", "vm-1", "small", "second", t("2016-12-12T10:00Z")): 1800,

@@ -17,10 +17,11 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
-from metering.store.types import BigId, Quantity, UTCDateTime, WholeQuantity
+from metering.store.types import BigId, Money, Quantity, UTCDateTime, WholeQuantity
 
 metadata = MetaData()
 
@@ -205,4 +206,98 @@ reconciliations = Table(
     Column("skipped", Integer, nullable=False),
     Column("host", String(255), nullable=True),
     Index("ix_reconciliations_taken", "taken_at"),
+)
+
+# Rating (issue 14). Each `metering prices load` adds a version; none is ever edited.
+# `document` is the book's canonical JSON (metering.core.rating.book_document).
+price_versions = Table(
+    "price_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("source", String(255), nullable=True),
+    Column("loaded_at", UTCDateTime(), nullable=False),
+    Index("ix_price_versions_valid_from", "valid_from"),
+)
+
+# A month `metering invoice close` closed: usage lines up to last_line_id are invoiced.
+closed_months = Table(
+    "closed_months",
+    metadata,
+    Column("month", String(7), primary_key=True),
+    Column("closed_at", UTCDateTime(), nullable=False),
+    Column("billed_until", UTCDateTime(), nullable=False),
+    Column("last_line_id", BigInteger, nullable=False),
+    Column("invoices", Integer, nullable=False),
+)
+
+# Immutable once written; the id derives from account and month.
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("usage_total", Money(), nullable=False),
+    Column("total", Money(), nullable=False),
+    Column("precision", String(40), nullable=False),
+    Column("rounding_mode", String(16), nullable=False),
+    Column("rounding_per", String(8), nullable=False),
+    Column("closed_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("account", "month", name="uq_invoices_account_month"),
+    Index("ix_invoices_month", "month"),
+)
+
+# kind: usage (priced), unpriced (amount NULL), adjustment (late usage of a closed month).
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("invoice_id", String(64), primary_key=True),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("entity", String(32), nullable=True),
+    Column("offering", String(64), nullable=True),
+    Column("unit", String(16), nullable=True),
+    Column("quantity", Quantity(), nullable=True),
+    Column("per", String(8), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("price_source", String(8), nullable=True),
+    Column("unit_price", Money(), nullable=True),
+    Column("tiers", Text, nullable=True),
+    Column("amount", Money(), nullable=True),
+    Column("period_from", UTCDateTime(), nullable=True),
+    Column("period_to", UTCDateTime(), nullable=True),
+    Column("adjusts_invoice", String(64), nullable=True),
+    Column("adjusts_month", String(7), nullable=True),
+    Column("after_line_id", BigInteger, nullable=True),
+    Column("note", String(255), nullable=True),
+)
+
+# The export ledger: one row per export, and per target the idempotency keys sent.
+exports = Table(
+    "exports",
+    metadata,
+    Column("export_id", String(64), primary_key=True),
+    Column("target", String(16), nullable=False),
+    Column("selection", String(255), nullable=False),
+    Column("destination", String(1000), nullable=False),
+    Column("items", Integer, nullable=False),
+    Column("new_items", Integer, nullable=False),
+    Column("new_only", Boolean, nullable=False),
+    Column("exported_at", UTCDateTime(), nullable=False),
+)
+
+export_ledger = Table(
+    "export_ledger",
+    metadata,
+    Column("target", String(16), primary_key=True),
+    Column("item_key", String(64), primary_key=True),
+    Column("item", String(255), nullable=False),
+    Column("export_id", String(64), nullable=False),
+    Column("exported_at", UTCDateTime(), nullable=False),
+    Index("ix_export_ledger_export", "export_id"),
 )

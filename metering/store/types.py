@@ -148,3 +148,30 @@ def to_decimal(value: Any) -> Decimal:
         exact = Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
         return exact.quantize(MILLI)
     return Decimal(value).quantize(MILLI)
+
+
+class Money(TypeDecorator[Decimal]):
+    """An amount, exact: DECIMAL(30,10) on MySQL/MariaDB; decimal text on SQLite, whose
+    NUMERIC affinity would turn it into a double. Never summed in SQL: invoices store
+    their totals."""
+
+    impl = Numeric(30, 10)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(40))
+        return dialect.type_descriptor(Numeric(30, 10))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, Decimal):
+            raise TypeError(f"expected a Decimal amount, got {type(value).__name__}")
+        return f"{value:f}" if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        # MariaDB pads to 10 places: readers quantize to the invoice's rounding step.
+        return Decimal(value)
