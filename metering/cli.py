@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from metering import __version__, logs, migrate
+from metering import __version__, logs, migrate, progress
 from metering.db import describe_db_error, open_database
 from metering.errors import EXIT_FAILURE, EXIT_USAGE, LockHeld, MeteringError
 from metering.options import (
@@ -312,7 +312,6 @@ def ingest_command(
     """
     import os
     import stat
-    from contextlib import nullcontext
 
     from metering import ingest as ingest_mod
 
@@ -328,30 +327,15 @@ def ingest_command(
         except (OSError, ValueError, AttributeError):
             pass
         log_format = click.get_current_context().find_root().params.get("log_format")
-        show_bar = (
-            size is not None
-            and size >= 1024 * 1024
-            and sys.stderr.isatty()
-            and log_format != "json"
-        )
+        # Only for files of a megabyte or more: a small file is done before a bar helps.
+        show_bar = size is not None and size >= 1024 * 1024 and progress.shown(log_format)
 
         def on_error(line: int, reason: str) -> None:
-            if show_bar:
-                sys.stderr.write("\r\x1b[K")  # the log line starts where the bar was
             log.warning("malformed_line", line=line, reason=reason)
 
-        bar: Any = (
-            click.progressbar(length=size, label="ingest", file=sys.stderr)
-            if show_bar
-            else nullcontext()
-        )
-        with bar:
+        with progress.steps("ingest", size, show_bar) as advance:
             summary = ingest_mod.ingest(
-                engine,
-                file,
-                batch_size=batch_size,
-                on_error=on_error,
-                progress=bar.update if show_bar else None,
+                engine, file, batch_size=batch_size, on_error=on_error, progress=advance
             )
         log.info(
             "ingest_summary",
@@ -465,14 +449,15 @@ def run_command(
         recorder.clock = request.now
         engine = engine_for(settings)
         recorder.engine = engine
-        with hours_progress("billing hours") as progress:
+        log_format = click.get_current_context().find_root().params.get("log_format")
+        with progress.hours("billing hours", progress.shown(log_format)) as advance:
             outcome = execute(
                 engine,
                 request,
                 lock_file=settings.lock_file,
                 wait=wait,
                 use_database_lock=settings.database_lock,
-                progress=progress,
+                progress=advance,
             )
         recorder.outcome = outcome
         if outcome.nothing_to_do and not outcome.clock_stepped_back:
@@ -931,62 +916,6 @@ def check_command(
         sys.exit(EXIT_FAILURE)
 
 
-@contextmanager
-def hours_progress(label: str) -> Iterator[Callable[[int, int, int], None] | None]:
-    """A progress bar for (hours done, hours total, events read) callbacks, with the
-    events per second and an ETA; shown only on a terminal, never with JSON logs, and
-    only when the work takes more than one step."""
-    import logging
-    import time
-
-    log_format = click.get_current_context().find_root().params.get("log_format")
-    if not sys.stderr.isatty() or log_format == "json":
-        yield None
-        return
-    bars: list[Any] = []
-    started = time.monotonic()
-
-    class ClearLine(logging.Filter):
-        """A log line starts where the bar was; the next update draws the bar again."""
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            sys.stderr.write("\r\x1b[K")
-            return True
-
-    clear = ClearLine()
-
-    def rate(events: int | None) -> str:
-        elapsed = time.monotonic() - started
-        return f"{events / elapsed:,.0f} events/s" if events and elapsed > 0 else ""
-
-    def update(done: int, total: int, events: int) -> None:
-        if not bars:
-            if done >= total:
-                return
-            bar = click.progressbar(
-                length=total,
-                label=label,
-                file=sys.stderr,
-                show_pos=True,
-                show_eta=True,
-                item_show_func=rate,
-            )
-            bar.__enter__()
-            bars.append(bar)
-            for handler in logging.getLogger().handlers:
-                handler.addFilter(clear)
-        bars[0].length = total
-        bars[0].update(done - bars[0].pos, events)
-
-    try:
-        yield update
-    finally:
-        for handler in logging.getLogger().handlers:
-            handler.removeFilter(clear)
-        for bar in bars:
-            bar.__exit__(None, None, None)
-
-
 @main.command("demo")
 @click.option(
     "--path",
@@ -1018,7 +947,6 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
     """
     import logging
     import tempfile
-    from contextlib import nullcontext
     from pathlib import Path
 
     from metering.demo import hints as demo_hints
@@ -1028,12 +956,6 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
     with handle_errors(ctx.verbose):
         where = Path(path) if path else Path(tempfile.mkdtemp(prefix="metering-demo-"))
         log_format = click.get_current_context().find_root().params.get("log_format")
-        show_bar = sys.stderr.isatty() and log_format != "json"
-        bar: Any = (
-            click.progressbar(length=days * 24, label="cron, hour by hour", file=sys.stderr)
-            if show_bar
-            else nullcontext()
-        )
         # One run_finished line per simulated hour would bury the report.
         quiet = [logging.getLogger(name) for name in ("metering.run", "metering.lock")]
         levels = [logger.level for logger in quiet]
@@ -1041,10 +963,10 @@ def demo_command(path: str | None, days: int, seed: int) -> None:
             for logger in quiet:
                 logger.setLevel(logging.WARNING)
         try:
-            with bar:
-                result = run_demo(
-                    where, days=days, seed=seed, progress=bar.update if show_bar else None
-                )
+            with progress.steps(
+                "cron, hour by hour", days * 24, progress.shown(log_format)
+            ) as advance:
+                result = run_demo(where, days=days, seed=seed, progress=advance)
         finally:
             for logger, level in zip(quiet, levels, strict=True):
                 logger.setLevel(level)
