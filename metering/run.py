@@ -391,10 +391,16 @@ class _Job:
             return frozenset(), saved
         plan = resources.classify(keys, future_only, new, stored, h0)
         histories, names = read_histories(conn, plan.late)
+        names.update(batch.names)
         if h0 is not None and plan.recent:
-            recent_events, recent_names = read_histories(conn, plan.recent, since=h0)
-            histories.update(recent_events)
-            names.update(recent_names)
+            # Most resources continued from their state know no event from h0 on but
+            # those just read: the database is asked only for the others.
+            histories.update(resources.known_since(plan.recent, new, stored))
+            others = resources.unknown_since(plan.recent, stored)
+            if others:
+                recent_events, recent_names = read_histories(conn, others, since=h0)
+                histories.update(recent_events)
+                names.update(recent_names)
         first_hours = resources.starts(plan, histories, new, h0)
         billed = store_usage.billed_running(
             conn, list(first_hours), min(first_hours.values(), default=h1), h1
@@ -547,6 +553,7 @@ class _Batch:
     resources: dict[ResourceKey, list[ResourceEvent]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    names: dict[int, str] = field(default_factory=dict)  # event_id of each resource event
     rejections: list[Finding] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     max_period: int = 0
@@ -577,6 +584,7 @@ def _read_new(
                 )
             elif isinstance(checked, ResourceEvent):
                 batch.resources[checked.key].append(checked)
+                batch.names[checked.id] = raw.event_id
             else:
                 # Split as they come: a window may hold many, none is needed twice.
                 for hour, amount in split_measure(

@@ -101,6 +101,25 @@ def future_records(
     return records
 
 
+def unknown_since(
+    recent: Iterable[ResourceKey], stored: Mapping[ResourceKey, StoredResource]
+) -> list[ResourceKey]:
+    """Resources continued from their state that may have events from billed_until on
+    beyond those just read: an earlier run read one while its hour was open
+    (pending_from). Their events since billed_until must be read again."""
+    return [key for key in recent if stored[key].pending_from is not None]
+
+
+def known_since(
+    recent: Iterable[ResourceKey],
+    new: Mapping[ResourceKey, Sequence[ResourceEvent]],
+    stored: Mapping[ResourceKey, StoredResource],
+) -> dict[ResourceKey, list[ResourceEvent]]:
+    """The others' events from billed_until on: exactly those just read (a resource
+    continued from its state has no new event before billed_until)."""
+    return {key: list(new.get(key, ())) for key in recent if stored[key].pending_from is None}
+
+
 def starts(
     plan: Touched,
     histories: Mapping[ResourceKey, Sequence[ResourceEvent]],
