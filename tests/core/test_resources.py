@@ -48,9 +48,12 @@ class Shell:
         if keys:
             plan = resources.classify(keys, future_only, new, stored, h0)
             histories = {k: [e for e in self.read if e.key == k] for k in plan.late}
-            for k in plan.recent:
-                assert h0 is not None
-                histories[k] = [e for e in self.read if e.key == k and e.occurred_at >= h0]
+            if h0 is not None:
+                # As run.py: only resources with an event read earlier from h0 on
+                # (pending_from) read their history again; the others reuse `new`.
+                histories.update(resources.known_since(plan.recent, new, stored))
+                for k in resources.unknown_since(plan.recent, stored):
+                    histories[k] = [e for e in self.read if e.key == k and e.occurred_at >= h0]
             first = resources.starts(plan, histories, new, h0)
             billed = {
                 k: {hk: ms for hk, ms in self.billed[k].items() if first[k] <= hk[1] < h1}
