@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -196,3 +197,19 @@ class Database:
                 rejected_events.c.category == "rejected"
             )
             return Counter(conn.execute(query).scalars())
+
+
+def read_terminal(leader: int) -> bytes:
+    """Everything a child wrote to a pseudo-terminal, until it closed it (the read then
+    fails with EIO); closes `leader`."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return b"".join(chunks)

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, func, select
 from metering import logs
 from metering.cli import main
 from metering.store.schema import usage_events, usage_lines
-from tests.support import migrated
+from tests.support import migrated, read_terminal
 from tests.test_report import FIRST_RUN, SECOND_RUN, invoke, make_scenario
 
 METERING = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "metering")
@@ -184,18 +184,9 @@ def test_no_color(monkeypatch: pytest.MonkeyPatch, sqlite_url: str) -> None:
             stderr=slave,
         ) as proc:
             os.close(slave)
-            chunks = []
-            while True:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            output = read_terminal(master)
             proc.wait(timeout=60)
-        os.close(master)
-        return b"".join(chunks)
+        return output
 
     # No database there: the error is logged on the terminal, in colour unless NO_COLOR.
     assert b"\x1b[" in stderr_on_a_terminal({})

@@ -20,7 +20,7 @@ from metering import metrics
 from metering.cli import main
 from metering.lock import file_lock
 from metering.store.schema import usage_lines
-from tests.support import insert_events, measure, migrated, resource, run
+from tests.support import insert_events, measure, migrated, read_terminal, resource, run
 
 NOW = "2016-12-12T18:00:00Z"  # bills up to 17:00 (grace 30 min)
 
@@ -276,17 +276,8 @@ def run_on_terminal(url: str, tmp_path: Path, *options: str) -> tuple[int, str]:
         env={**os.environ, "COLUMNS": "100"},
     )
     os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    return process.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+    output = read_terminal(leader)
+    return process.wait(timeout=60), output.decode(errors="replace")
 
 
 def test_progress_bar_on_a_terminal(sqlite_url: str, tmp_path: Path) -> None:

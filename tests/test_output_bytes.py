@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import insert_events, migrated, resource, run
+from tests.support import insert_events, migrated, read_terminal, resource, run
 
 METERING = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "metering")
 EVIL = "\x1b[31mevil\x07\r\n\u202eoops"
@@ -59,18 +59,9 @@ def on_terminal(url: str, env: dict[str, str], *args: str) -> bytes:
         stderr=subprocess.DEVNULL,
     ) as proc:
         os.close(slave)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        output = read_terminal(master)
         proc.wait(timeout=60)
-    os.close(master)
-    return b"".join(chunks)
+    return output
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])

@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import and_, func, or_, select, type_coerce
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
+from metering.store.events import instant
 from metering.store.schema import rejected_events, resource_state, runs, usage_events, usage_lines
 from metering.store.sums import exact_sum, sum_above, sum_value
 from metering.store.usage import RUNNING
@@ -72,14 +72,6 @@ def stale_running(conn: Connection, before: datetime) -> list[Stale]:
     return [Stale(*row) for row in conn.execute(query)]
 
 
-def _instant(conn: Connection, column: Any) -> Any:
-    """On SQLite, a producer's text time ('T', 'Z', an offset, no fraction) in
-    metering's own form, so that MIN and comparisons with usage lines are right."""
-    if conn.dialect.name != "sqlite":
-        return column
-    return type_coerce(func.strftime("%Y-%m-%d %H:%M:%f", column), column.type)
-
-
 def billed_after_destroy(conn: Connection) -> list[HourTotal]:
     """Running time billed in hours that start at or after the resource's first destroy."""
     ev = usage_events.c
@@ -88,7 +80,7 @@ def billed_after_destroy(conn: Connection) -> list[HourTotal]:
             ev.account,
             ev.entity,
             ev.resource_id,
-            func.min(_instant(conn, ev.occurred_at)).label("destroyed_at"),
+            func.min(instant(conn, ev.occurred_at)).label("destroyed_at"),
         )
         .where(ev.kind == "resource", ev.action == "destroy")
         .group_by(ev.account, ev.entity, ev.resource_id)

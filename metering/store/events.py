@@ -217,6 +217,14 @@ def _sqlite_not_blank(column: Any) -> ColumnElement[bool]:
     return and_(func.typeof(column) == "text", func.unicode(column).not_in(WHITESPACE))
 
 
+def instant(conn: Connection, column: Any) -> Any:
+    """A time column as an instant the database compares right: on SQLite, a
+    producer's text ('T', 'Z', an offset, no fraction) in metering's own form."""
+    if conn.dialect.name != "sqlite":
+        return column
+    return type_coerce(func.strftime("%Y-%m-%d %H:%M:%f", column), column.type)
+
+
 def _sqlite_canonical(column: Any) -> ColumnElement[bool]:
     """metering's own text form of a valid time: anything else a producer stored (no
     fraction, a 'T', an offset, 30 February) is read alone by the core."""

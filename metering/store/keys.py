@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from itertools import count
+from typing import Any
 
 from sqlalchemy import Column, MetaData, String, Table, TextClause, and_, text
 from sqlalchemy.engine import Connection
@@ -62,7 +63,7 @@ def key_table(conn: Connection, keys: Iterable[ResourceKey]) -> Iterator[Table]:
         Column("entity", String(32), primary_key=True),
         Column("resource_id", String(64), primary_key=True),
         prefixes=["TEMPORARY"],
-        **table_options(conn),
+        **_options(conn),
     )
     table.create(conn)
     try:
@@ -71,6 +72,15 @@ def key_table(conn: Connection, keys: Iterable[ResourceKey]) -> Iterator[Table]:
     finally:
         temporary = "" if conn.dialect.name == "sqlite" else "TEMPORARY "
         conn.exec_driver_sql(f"DROP {temporary}TABLE {table.name}")
+
+
+def _options(conn: Connection) -> dict[str, Any]:
+    """The server's table options, asked once per connection (a run makes key tables
+    in every chunk)."""
+    options: dict[str, Any] = conn.info.setdefault("metering_table_options", {})
+    if not options and conn.dialect.name != "sqlite":
+        options.update(table_options(conn))
+    return options
 
 
 def same_key(table: Table, keys: Table) -> ColumnElement[bool]:
