@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from metering import run as run_module
 from metering.check import execute as check_execute
 from metering.run import RunRequest, execute
-from metering.store.schema import rejected_events, resource_state, usage_lines
+from metering.store.events import parse_raw_quantity, parse_raw_time
+from metering.store.schema import rejected_events, resource_state, usage_events, usage_lines
+from metering.timeutil import from_ms
+from tests.contract_model import billable_measure, billable_resource, expected
 from tests.support import EVENT_COLUMNS, billed, insert_events, measure, migrated, resource, run, t
 
 # Written by the driver itself, as a producer would; attributes stay NULL.
@@ -378,3 +383,58 @@ def test_check_reads_a_producer_destroy_time_as_an_instant(
         )
     report = check_execute(sqlite_engine, now=t("2016-12-12T13:00Z"))
     assert {r.name: r.found for r in report.results}["billed-after-destroy"] == 1
+
+
+# -- a backlog of days of such rows, read in windows (issue 12) ------------------------
+
+
+def test_three_days_of_producer_rows_caught_up_in_windows(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three days nobody billed: resources started and stopped, measures in every form
+    the database holds them (SQLite: text times without fraction or with an offset,
+    REAL and TEXT quantities, some no whole number, blank names), read by the first
+    run in windows of 7 ids. Billing equals the model; each bad row is rejected once."""
+    sqlite = engine.dialect.name == "sqlite"
+
+    def when(hour: int, minute: int) -> str:
+        moment = datetime(2016, 12, 10, tzinfo=UTC) + timedelta(hours=hour, minutes=minute)
+        if sqlite and hour % 2:
+            return moment.astimezone(timezone(timedelta(hours=5))).isoformat()
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+    rows: list[dict[str, Any]] = []
+    for hour in range(72):
+        vm = f"vm-{hour % 5}"
+        action = "start" if hour % 10 < 5 else "stop"
+        rows.append(raw_resource(f"r{hour}", action, when(hour, 7), resource_id=vm))
+        quantity: Any = 1000 + hour
+        if sqlite:
+            quantity = [quantity, float(quantity), str(quantity), quantity + 0.5][hour % 4]
+        account = " " if hour % 17 == 0 else "acme"
+        rows.append(
+            raw_measure(f"m{hour}", quantity, when(hour, 10), when(hour, 40), account=account)
+        )
+    raw_insert(engine, rows)
+    window = 7
+    monkeypatch.setattr(run_module, "ID_WINDOW", window)
+    monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (window, window))
+    outcome = run(engine, "2016-12-13T00:31Z", tmp_path)
+    assert len([r for r in outcome.runs if r.last_event_id is not None]) > 10
+    with engine.connect() as conn:
+        ids = dict(conn.execute(select(usage_events.c.event_id, usage_events.c.id)).all())
+    logical = []
+    for row in sorted(rows, key=lambda r: ids[r["event_id"]]):
+        value = dict.fromkeys(("offering", "unit", "period_start", "period_end"), None) | row
+        value["quantity"] = parse_raw_quantity(row.get("quantity"))
+        if not isinstance(value["quantity"], int):
+            value["quantity"] = None
+        for column in ("occurred_at", "period_start", "period_end"):
+            if value[column] is not None:
+                value[column] = from_ms(parse_raw_time(value[column]))  # type: ignore[arg-type]
+        logical.append(value)
+    assert billed(engine) == expected(logical, t("2016-12-13T00:00Z"))
+    bad = {r["event_id"] for r in logical if not (billable_resource(r) or billable_measure(r))}
+    found = reasons(engine)
+    assert set(found) >= bad and bad
+    assert all(e in bad or found[e] == "stop without start" for e in found)
