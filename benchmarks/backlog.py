@@ -49,7 +49,7 @@ def limit_seconds(target: Target) -> float:
 
 
 def one(args: argparse.Namespace, days: int) -> dict[str, object]:
-    target = Target(args.db, f"backlog_{days}d", keep=False)
+    target = Target(args.db, f"backlog_{days}d", keep=args.load_only)
     try:
         env = child_env()
         base = [sys.executable, "-m", "metering", "--database-url", target.url]
@@ -63,6 +63,9 @@ def one(args: argparse.Namespace, days: int) -> dict[str, object]:
             target.load(rows)
             events += len(rows)
         now = fmt_ms(START + days * 24 * HOUR + GRACE_MARGIN_MS)
+        if args.load_only:
+            print(f"loaded, not billed: --database-url {target.url} run --now {now}")
+            return {"days": days, "events": events, "now": now}
         code, seconds, rss, _, err = spawn(
             [*base, "--log-format", "json", "run", "--now", now], env
         )
@@ -92,10 +95,17 @@ def main() -> None:
     parser.add_argument("--per-day", default="240k", help="events per day (e.g. 200k, 1M)")
     parser.add_argument("--days", default="1,7", help="backlog sizes in days, comma separated")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="load the backlog and keep its database unbilled (to profile a run by hand)",
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
     args = parser.parse_args()
     args.per_day = parse_size(args.per_day)
     results = [one(args, int(d)) for d in args.days.split(",")]
+    if args.load_only:
+        return
     header = ("days", "events", "run_s", "limit_s", "run_vs_limit", "events_per_s",
               "peak_rss_mb", "chunks", "lines_written")  # fmt: skip
     print(" | ".join(header))

@@ -373,6 +373,10 @@ class Harness:
             file=sys.stderr,
             flush=True,
         )
+        if self.args.load_only:
+            now = iso(hour + HOUR + GRACE_MARGIN_MS)
+            print(f"  loaded, not billed: --db {self.target.url} --now {now}", file=sys.stderr)
+            return {"events": n, "hour": iso(hour), "id_range": [lo, hi], "now": now}
         limit = self.limit(lo, hi, n)
         run = self.run(hour, n, lo, profile)
         naive = self.naive(hour, n) if not self.args.no_naive else None
@@ -594,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="stop before the measured run, keeping the database (to profile it by hand)",
+    )
+    parser.add_argument(
         "--profile",
         choices=("pyinstrument", "py-spy", "memray"),
         default=None,
@@ -623,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
     args = parser.parse_args(argv)
+    args.keep = args.keep or args.load_only
 
     sizes = (
         [parse_size(args.events)] if args.events else [parse_size(s) for s in args.sizes.split(",")]
@@ -671,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
                     suffix = {"pyinstrument": "txt", "py-spy": "txt", "memray": "bin"}[profile]
                     cell["profile_file"] = str(workdir / f"profile-{profile}.{suffix}")
                 cells.append(cell)
+                if args.load_only:
+                    break
                 print(table([cell]), file=sys.stderr, flush=True)
                 hour += HOUR
         finally:
@@ -682,6 +694,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{stamp}.json"
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if args.load_only:
+        return 0
     print(table(cells))
     print(f"\n{meta.get('machine')}\n{meta.get('versions')}\nwritten: {path}")
     return 0
