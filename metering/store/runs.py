@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
+from metering.store.bulk import insert_rows
 from metering.store.schema import rejected_events, runs
 
 REJECTED = "rejected"
@@ -52,21 +53,15 @@ def insert_run(conn: Connection, record: RunRecord) -> None:
 def insert_findings(
     conn: Connection, run_id: str, at: datetime, findings: Iterable[Finding]
 ) -> int:
-    rows = [
-        {
-            "run_id": run_id,
-            "event_row_id": f.event_row_id,
-            "event_id": f.event_id[:64],
-            "category": f.category,
-            "reason": f.reason[:255],
-            "recorded_at": at,
-            "reviewed": False,
-        }
+    rows = (
+        (run_id, f.event_row_id, f.event_id[:64], f.category, f.reason[:255], at, False)
         for f in findings
-    ]
-    for start in range(0, len(rows), 5000):
-        conn.execute(insert(rejected_events), rows[start : start + 5000])
-    return len(rows)
+    )
+    return insert_rows(conn, rejected_events, _FINDING_COLUMNS, rows)
+
+
+_FINDING_COLUMNS = ("run_id", "event_row_id", "event_id", "category", "reason", "recorded_at",
+                    "reviewed")  # fmt: skip
 
 
 def recorded_anomalies(conn: Connection, row_ids: Sequence[int]) -> set[tuple[int, str]]:
