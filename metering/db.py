@@ -5,6 +5,9 @@
   one consistent snapshot, and in-memory temporary tables of up to 256 MB: the range
   scan's GROUP BY holds a row per (resource, hour), and past the 16 MB default the
   server moves it to disk (4x slower at 1M events).
+- Galera (MariaDB with wsrep_on): wsrep_sync_wait = 1 per session, so that a read
+  sees every transaction the cluster committed before it began (docs/operations.md,
+  "Running on a Galera cluster"); a node applies other nodes' commits a little later.
 - SQLite: the driver's implicit transactions are turned off and BEGIN is emitted by
   us, so a run can take the database's write lock up front (BEGIN IMMEDIATE).
 """
@@ -56,7 +59,24 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_S)
     engine = create_engine(parsed, **kwargs)
     if backend == "sqlite":
         _sqlite_transactions(engine)
+    else:
+        event.listen(engine, "connect", _causal_reads)
     return engine
+
+
+def _causal_reads(dbapi_connection: Any, _record: Any) -> None:
+    """On a Galera node, make reads wait until the node has applied what the cluster
+    committed before them: a run's snapshot then holds the previous run's state and
+    every event ingested through any node, as on one server. Asked, not set blindly:
+    servers without wsrep (MySQL) do not know the variable."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
+        row = cursor.fetchone()
+        if row is not None and str(row[1]).upper() == "ON":
+            cursor.execute("SET SESSION wsrep_sync_wait = 1")
+    finally:
+        cursor.close()
 
 
 def sqlite_file(url: str) -> Path | None:

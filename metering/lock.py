@@ -123,8 +123,21 @@ def contention_errors(writer: str) -> Iterator[None]:
         text = str(exc.orig)
         if "database is locked" in text:
             raise LockHeld("the SQLite database is locked by another writer") from exc
-        if "Lock wait timeout" in text or "Deadlock" in text:
+        if _mysql_code(exc) in LOST_RACE_CODES:
+            # On Galera, another node's commit of the same rows surfaces as 1213: a
+            # certification failure at COMMIT, or a brute-force abort of any statement.
             raise ConcurrentRun(
-                f"another writer holds the rows this {writer} writes: {text}"
+                f"another writer holds or committed the rows this {writer} writes; "
+                f"nothing written: {text}"
             ) from exc
         raise
+
+
+# ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK: the transaction lost to another writer and was
+# rolled back.
+LOST_RACE_CODES = frozenset({1205, 1213})
+
+
+def _mysql_code(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None

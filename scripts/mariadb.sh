@@ -250,6 +250,9 @@ cmd_status() {
     return 1
 }
 
+# Sourced (scripts/galera.sh reuses the functions above): define, do not dispatch.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
+
 case "${1:-}" in
     install) shift; cmd_install "$@" ;;
     start)   shift; cmd_start "$@" ;;

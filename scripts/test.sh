@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one command that installs everything the tests need and runs the suite:
 #   bash scripts/test.sh [pytest args...]
-# Installs MariaDB (Debian packages), creates .venv with the dev extra, starts a
-# private MariaDB in a temp dir, runs pytest, stops MariaDB. Exit code is
-# pytest's, except 5 (no tests collected) which is mapped to 0.
+# Installs MariaDB and galera-4 (Debian packages), creates .venv with the dev extra,
+# starts a private MariaDB and a private 3-node Galera cluster in temp dirs, runs
+# pytest, stops them. Exit code is pytest's, except 5 (no tests collected) which is
+# mapped to 0.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +36,14 @@ fi
 # Here a missing chromium fails that test instead of skipping it.
 export METERING_REQUIRE_CHROMIUM=1
 
+# galera-4 and rsync run the 3-node cluster of tests/galera; where they cannot be
+# installed those tests are skipped (no METERING_TEST_GALERA_URLS), not failed.
+GALERA_OK=1
+if ! bash scripts/galera.sh install >/dev/null; then
+    log "galera-4 could not be installed; the galera tests will be skipped"
+    GALERA_OK=0
+fi
+
 # 2. Python venv with the project + dev extra.
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -49,9 +58,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-# 3. Private MariaDB for the duration of the run.
+# 3. Private MariaDB and Galera cluster for the duration of the run.
 DBDIR=$(mktemp -d "${TMPDIR:-/tmp}/metering-mariadb.XXXXXX")
+GALERADIR=$(mktemp -d "${TMPDIR:-/tmp}/metering-galera.XXXXXX")
 cleanup() {
+    bash "$ROOT/scripts/galera.sh" stop "$GALERADIR" || true
+    rm -rf "$GALERADIR"
     bash "$ROOT/scripts/mariadb.sh" stop "$DBDIR" || true
     rm -rf "$DBDIR"
 }
@@ -64,6 +76,14 @@ bash scripts/mariadb.sh start "$DBDIR" >/dev/null
 . "$DBDIR/env"
 export METERING_TEST_MYSQL_URL
 log "MariaDB: $METERING_TEST_MYSQL_URL"
+
+if [ "$GALERA_OK" -eq 1 ]; then
+    bash scripts/galera.sh start "$GALERADIR" >/dev/null
+    # shellcheck disable=SC1091
+    . "$GALERADIR/env"
+    export METERING_TEST_GALERA_URLS METERING_TEST_GALERA_DIR
+    log "Galera: 3 nodes, env in $GALERADIR/env"
+fi
 
 # 4. Lint, format and types: kept clean, so a regression fails CI like a test.
 .venv/bin/ruff check metering tests
