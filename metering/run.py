@@ -571,13 +571,23 @@ def _read_new(
     settle_lag: timedelta,
 ) -> _Batch:
     batch = _Batch()
-    ranges: list[tuple[Strided | None, int, int, datetime]] = [
-        (g.ids, g.ids.id_from, g.ids.id_to, g.first_seen_at) for g in gaps
-    ]
-    if top > mark.last_event_id:
-        ranges.append((None, mark.last_event_id + 1, top, wall))
     parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
+    # Most gap rows hold ids that will never come (other nodes' share, rollbacks):
+    # one query finds the few rows that did, and only their gaps are read again (in
+    # the run's one snapshot, so the scans see exactly the rows found here).
+    found: dict[Strided, list[int]] = defaultdict(list)
+    index = gaps_core.Index([g.ids for g in gaps])
+    for i in store_events.present_in(conn, [g.ids for g in gaps]):
+        holder = index.find(i)
+        if holder is not None:
+            found[holder].append(i)
+    ranges: list[tuple[Strided | None, int, int, datetime]] = [
+        (g.ids, g.ids.id_from, g.ids.id_to, g.first_seen_at) for g in gaps if g.ids in found
+    ]
+    kept.extend(g for g in gaps if g.ids not in found)
+    if top > mark.last_event_id:
+        ranges.append((None, mark.last_event_id + 1, top, wall))
     for within, lo, hi, seen in ranges:
         scan = store_events.scan_range(conn, lo, hi, parts, within)
         for raw in store_events.events_by_id(conn, scan.other_ids):
@@ -597,14 +607,10 @@ def _read_new(
                     parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
                 batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
         batch.read += scan.rows
-        if within is None:
-            if scan.rows < hi - lo + 1:
-                kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
-        elif scan.rows == 0:
-            kept.append(Gap(within, seen))
-        elif scan.rows < gaps_core.size(within):
-            holes = store_events.holes(conn, lo, hi, within)
-            kept.extend(Gap(ids, seen) for ids in gaps_core.remaining(within, holes))
+        if within is not None:
+            kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
+        elif scan.rows < hi - lo + 1:
+            kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
         if scan.rows > len(scan.other_ids):
             # Summed by the database: periods within one hour.
             batch.max_period = max(batch.max_period, HOUR)
@@ -619,7 +625,7 @@ def _missing(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
     """The ids of [lo, hi] that hold no row, ascending, as strided pieces: from the
     database's counts by block and residue where they tell it exactly (interleaved
     ids: one aggregate pass, never a row per hole), row by row elsewhere."""
-    classes = store_events.id_classes(conn, lo, hi)
+    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
     for start, end, dense in gaps_core.stretches(lo, hi, classes):
         if dense is None:
             yield from (Strided(a, b) for a, b in store_events.holes(conn, start, end))

@@ -199,9 +199,17 @@ def subtract(s: Strided, found: Iterable[int]) -> Iterator[Strided]:
     return remaining(s, holes())
 
 
+# The database groups a range's ids by block and by residue mod RESIDUES: 60 is a
+# multiple of every cluster size up to 6 (Galera's increment), so one node's ids are
+# a few dense classes of each block, whatever its offset. A block is small enough
+# that the same class rarely holds two bursts, large enough for few groups.
+RESIDUES = 60
+BLOCK = RESIDUES * 64
+
+
 @dataclass(frozen=True, slots=True)
 class IdClass:
-    """The ids present in one block with one residue mod RESIDUES, as the database
+    """The ids present in one block with one residue mod `modulus`, as the database
     counted them: dense when they are every such id from first to last."""
 
     block: int
@@ -209,18 +217,58 @@ class IdClass:
     count: int
     first: int
     last: int
+    modulus: int = RESIDUES
 
     @property
     def dense(self) -> bool:
-        return self.count == (self.last - self.first) // RESIDUES + 1
+        return self.count == (self.last - self.first) // self.modulus + 1
 
 
-# The database groups a range's ids by block and by residue mod RESIDUES: 60 is a
-# multiple of every cluster size up to 6 (Galera's increment), so one node's ids are
-# a few dense classes of each block, whatever its offset. A block is small enough
-# that the same class rarely holds two bursts, large enough for few groups.
-RESIDUES = 60
-BLOCK = RESIDUES * 64
+def _period(active: Iterable[int], modulus: int) -> int:
+    """The least p dividing modulus under whose shift the residues present repeat."""
+    present = frozenset(active)
+    for p in (d for d in range(1, modulus + 1) if modulus % d == 0):
+        if all((r + p) % modulus in present for r in present):
+            return p
+    return modulus
+
+
+def _by_modulus(classes: Sequence[IdClass], modulus: int) -> list[IdClass]:
+    merged: dict[tuple[int, int], IdClass] = {}
+    for c in classes:
+        key = (c.block, c.residue % modulus)
+        was = merged.get(key)
+        merged[key] = (
+            IdClass(c.block, key[1], c.count, c.first, c.last, modulus)
+            if was is None
+            else IdClass(
+                c.block,
+                key[1],
+                was.count + c.count,
+                min(was.first, c.first),
+                max(was.last, c.last),
+                modulus,
+            )
+        )
+    return sorted(merged.values(), key=lambda c: (c.block, c.residue))
+
+
+def coarsen(classes: Iterable[IdClass]) -> list[IdClass]:
+    """The same counts by the least modulus dividing RESIDUES under which the most
+    blocks are dense: one node of three leaves residues 1, 4, 7, ... of 60 in a block,
+    one dense class mod 3. Fewer classes, and one node's burst is one class, not
+    twenty staggered ones. Blocks not dense under it are read row by row."""
+    items = list(classes)
+    blocks = len({c.block for c in items})
+    best: tuple[int, list[IdClass]] | None = None
+    for modulus in (d for d in range(1, RESIDUES + 1) if RESIDUES % d == 0):
+        merged = _by_modulus(items, modulus)
+        dense = blocks - len({c.block for c in merged if not c.dense})
+        if best is None or dense > best[0]:
+            best = (dense, merged)
+        if dense == blocks:
+            break
+    return [] if best is None else best[1]
 
 
 def stretches(
@@ -249,19 +297,11 @@ def stretches(
     return out
 
 
-def _period(active: frozenset[int]) -> int:
-    """The least p dividing RESIDUES under whose shift the residues present repeat."""
-    for p in (d for d in range(1, RESIDUES + 1) if RESIDUES % d == 0):
-        if all((r + p) % RESIDUES in active for r in active):
-            return p
-    return RESIDUES
-
-
-def _segment(start: int, end: int, active: frozenset[int]) -> list[Strided]:
+def _segment(start: int, end: int, active: frozenset[int], modulus: int) -> list[Strided]:
     """The ids of [start, end] whose residue is not active, as strided pieces."""
     if not active:
         return [Strided(start, end)]
-    p = _period(active)
+    p = _period(active, modulus)
     present = {r % p for r in active}
     missing = [r for r in range(p) if r not in present]
     if not missing:
@@ -284,7 +324,8 @@ def _segment(start: int, end: int, active: frozenset[int]) -> list[Strided]:
 
 
 def sweep(lo: int, hi: int, classes: Iterable[IdClass]) -> Iterator[Strided]:
-    """The ids of [lo, hi] no dense class holds, ascending, as strided pieces.
+    """The ids of [lo, hi] no dense class (all of one modulus) holds, ascending, as
+    strided pieces.
 
     Classes of one residue that follow each other across blocks are one class; the
     range is cut where a class starts or ends (at a present id, or just after one,
@@ -292,9 +333,11 @@ def sweep(lo: int, hi: int, classes: Iterable[IdClass]) -> Iterator[Strided]:
     the same throughout: a periodic pattern, whose holes are a few strided pieces.
     """
     chained: dict[int, list[list[int]]] = {}
+    modulus = RESIDUES
     for c in sorted(classes, key=lambda c: c.first):
+        modulus = c.modulus
         runs = chained.setdefault(c.residue, [])
-        if runs and runs[-1][1] + RESIDUES == c.first:
+        if runs and runs[-1][1] + modulus == c.first:
             runs[-1][1] = c.last
         else:
             runs.append([c.first, c.last])
@@ -318,7 +361,7 @@ def sweep(lo: int, hi: int, classes: Iterable[IdClass]) -> Iterator[Strided]:
     for start, stop in pairwise(cuts):
         if start > lo:
             apply(start)
-        yield from _segment(start, stop - 1, frozenset(active))
+        yield from _segment(start, stop - 1, frozenset(active), modulus)
 
 
 class Index:
@@ -331,11 +374,13 @@ class Index:
         self._reach = list(accumulate((s.id_to for s in self._sets), max))
 
     def __contains__(self, x: object) -> bool:
-        if not isinstance(x, int):
-            return False
+        return isinstance(x, int) and self.find(x) is not None
+
+    def find(self, x: int) -> Strided | None:
+        """The set that holds x, if one does."""
         i = bisect_right(self._starts, x) - 1
         while i >= 0 and self._reach[i] >= x:
             if x in self._sets[i]:
-                return True
+                return self._sets[i]
             i -= 1
-        return False
+        return None

@@ -13,6 +13,7 @@ from metering.core.gaps import (
     IdClass,
     Index,
     Strided,
+    coarsen,
     fold,
     remaining,
     restrict,
@@ -104,6 +105,16 @@ def test_sweep_of_one_node() -> None:
     assert set(members(sweep(start, end, dense))) == missing
 
 
+def test_coarsen_counts_one_node_as_one_class_a_block() -> None:
+    present = interleaved(2 * BLOCK, 3, frozenset({2}))
+    classes = coarsen(classes_of(present, 1, 2 * BLOCK))
+    assert [(c.block, c.residue, c.modulus, c.dense) for c in classes] == [
+        (0, 2, 3, True),
+        (1, 2, 3, True),
+    ]
+    assert sum(c.count for c in classes) == len(present)
+
+
 def test_two_bursts_in_one_class_make_the_block_irregular() -> None:
     present = {x for x in range(1, BLOCK) if x % RESIDUES == 7 and not 1000 < x < 2000}
     (_, _, dense), *_ = stretches(1, BLOCK - 1, classes_of(present, 1, BLOCK - 1))
@@ -115,6 +126,7 @@ def test_index() -> None:
     index = Index(rows)
     assert 2 in index and 3 in index and 4 not in index and 3000 in index
     assert 3008 in index and 3009 not in index and 4005 in index and 5000 not in index
+    assert index.find(3008) == rows[2] and index.find(3009) is None
 
 
 # -- properties ------------------------------------------------------------------------
@@ -202,17 +214,19 @@ def test_sweep_of_bursts_from_nodes_is_the_missing_set(
     present -= burnt
     lo, hi = start, top
     missing = set(range(lo, hi + 1)) - present
-    pieces: list[Strided] = []
-    for a, b, dense in stretches(lo, hi, classes_of(present, lo, hi)):
-        if dense is None:
-            pieces.extend(r for r in runs_of(set(range(a, b + 1)) - present))
-        else:
-            pieces.extend(sweep(a, b, dense))
-    starts = [p.id_from for p in pieces]
-    assert starts == sorted(starts)
-    rows = list(fold(pieces))
-    found = members(rows)
-    assert len(found) == len(set(found))
-    assert set(found) == missing
-    if not burnt:
-        assert len(rows) <= 3 * len(bursts) + 2 * (hi // BLOCK - lo // BLOCK + 1)
+    classes = classes_of(present, lo, hi)
+    for counted in (classes, coarsen(classes)):
+        pieces: list[Strided] = []
+        for a, b, dense in stretches(lo, hi, counted):
+            if dense is None:
+                pieces.extend(r for r in runs_of(set(range(a, b + 1)) - present))
+            else:
+                pieces.extend(sweep(a, b, dense))
+        starts = [p.id_from for p in pieces]
+        assert starts == sorted(starts)
+        rows = list(fold(pieces))
+        found = members(rows)
+        assert len(found) == len(set(found))
+        assert set(found) == missing
+        if not burnt:
+            assert len(rows) <= 3 * len(bursts) + 2 * (hi // BLOCK - lo // BLOCK + 1)
