@@ -296,21 +296,25 @@ LOAD_CHUNK = 500_000
 INSERT_CHUNK = 10_000
 
 
-def load_mariadb(conn: Any, rows: Sequence[Row]) -> tuple[int, int]:
-    """Insert rows (PyMySQL connection opened with local_infile=True); the id range."""
+def load_mariadb(
+    conn: Any, rows: Sequence[Row], ids: Sequence[int] | None = None
+) -> tuple[int, int]:
+    """Insert rows (PyMySQL connection opened with local_infile=True); the id range.
+    Row ids follow the highest stored one, or are `ids` (ascending, above it)."""
     before = _max_id(conn)
+    given = ids if ids is not None else range(before + 1, before + 1 + len(rows))
     with conn.cursor() as cur:
         cur.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
         try:
-            _load_data(cur, rows, before + 1)
+            _load_data(cur, rows, given)
         except Exception as exc:  # the server or client refuses LOCAL INFILE
             if "LOCAL" not in str(exc).upper() and "1148" not in str(exc):
                 raise
             conn.rollback()
-            _multi_insert(cur, rows, before + 1)
+            _multi_insert(cur, rows, given)
         cur.execute("SET SESSION unique_checks = 1, foreign_key_checks = 1")
     conn.commit()
-    return before + 1, _max_id(conn)
+    return given[0], _max_id(conn)
 
 
 def _max_id(conn: Any) -> int:
@@ -319,14 +323,14 @@ def _max_id(conn: Any) -> int:
         return int(cur.fetchone()[0])
 
 
-def _load_data(cur: Any, rows: Sequence[Row], first_id: int) -> None:
+def _load_data(cur: Any, rows: Sequence[Row], ids: Sequence[int]) -> None:
     columns = ", ".join(("id", *COLUMNS))
     for first in range(0, len(rows), LOAD_CHUNK):
         fd, path = tempfile.mkstemp(prefix="bench-events-", suffix=".tsv")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.writelines(
-                    f"{first_id + first + i}\t"
+                    f"{ids[first + i]}\t"
                     + "\t".join("\\N" if v is None else str(v) for v in row)
                     + "\n"
                     for i, row in enumerate(rows[first : first + LOAD_CHUNK])
@@ -340,14 +344,14 @@ def _load_data(cur: Any, rows: Sequence[Row], first_id: int) -> None:
             os.unlink(path)
 
 
-def _multi_insert(cur: Any, rows: Sequence[Row], first_id: int) -> None:
+def _multi_insert(cur: Any, rows: Sequence[Row], ids: Sequence[int]) -> None:
     sql = (
         f"INSERT INTO usage_events (id, {', '.join(COLUMNS)}, ingested_at) "
         f"VALUES (%s, {', '.join(['%s'] * len(COLUMNS))}, NOW(3))"
     )
     for first in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[first : first + INSERT_CHUNK]
-        cur.executemany(sql, [(first_id + first + i, *row) for i, row in enumerate(chunk)])
+        cur.executemany(sql, [(ids[first + i], *row) for i, row in enumerate(chunk)])
 
 
 def load_sqlite(path: str, rows: Sequence[Row]) -> tuple[int, int]:

@@ -639,6 +639,7 @@ def _status_object(status: Status) -> dict[str, Any]:
             "unreviewed_rejected": counts.unreviewed_rejected,
             "unreviewed_anomalies": counts.unreviewed_anomalies,
             "gaps": counts.gaps,
+            "gap_ids": counts.gap_ids,
             "oldest_gap_seen_at": _when(counts.oldest_gap_seen_at) or None,
             "pending_measure_parts": counts.pending_parts,
         },
@@ -677,7 +678,7 @@ def render_status(status: Status, fmt: str) -> str:
             f"running:       {counts.running_resources} resources",
             f"unreviewed:    {counts.unreviewed_rejected} rejected events, "
             f"{counts.unreviewed_anomalies} anomalies (metering rejected)",
-            f"pending:       {counts.gaps} id gaps"
+            f"pending:       {counts.gaps} id gaps ({counts.gap_ids} ids)"
             + (
                 f" (oldest seen {_when(counts.oldest_gap_seen_at)})"
                 if counts.oldest_gap_seen_at

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,9 @@ from sqlalchemy.engine import Connection
 
 from metering import logs
 from metering.core import billing, resources
+from metering.core import gaps as gaps_core
 from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
+from metering.core.gaps import Strided
 from metering.core.resources import StoredResource
 from metering.core.slicing import hour_of, split_measure
 from metering.core.spans import replay
@@ -466,7 +468,7 @@ class _Job:
                     )
                 )
             store_state.save_resources(conn, saved)
-        gaps = store_state.read_gaps(conn)
+        unread = gaps_core.Index([g.ids for g in store_state.read_gaps(conn)])
         reach = max(mark.max_measure_period_ms, HOUR)
         read = 0
         for window in range(since, end, 24 * HOUR):
@@ -479,7 +481,7 @@ class _Job:
                 from_ms(window - reach),
                 mark.last_event_id,
             ):
-                if any(g.id_from <= raw.id <= g.id_to for g in gaps):
+                if raw.id in unread:
                     continue
                 checked = validate(raw)
                 if isinstance(checked, Measure):
@@ -569,13 +571,25 @@ def _read_new(
     settle_lag: timedelta,
 ) -> _Batch:
     batch = _Batch()
-    ranges = [(g.id_from, g.id_to, g.first_seen_at) for g in gaps]
-    if top > mark.last_event_id:
-        ranges.append((mark.last_event_id + 1, top, wall))
     parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
-    for lo, hi, seen in ranges:
-        scan = store_events.scan_range(conn, lo, hi, parts)
+    # Most gap rows hold ids that will never come (other nodes' share, rollbacks):
+    # one query finds the few rows that did, and only their gaps are read again (in
+    # the run's one snapshot, so the scans see exactly the rows found here).
+    found: dict[Strided, list[int]] = defaultdict(list)
+    index = gaps_core.Index([g.ids for g in gaps])
+    for i in store_events.present_in(conn, [g.ids for g in gaps]):
+        holder = index.find(i)
+        if holder is not None:
+            found[holder].append(i)
+    ranges: list[tuple[Strided | None, int, int, datetime]] = [
+        (g.ids, g.ids.id_from, g.ids.id_to, g.first_seen_at) for g in gaps if g.ids in found
+    ]
+    kept.extend(g for g in gaps if g.ids not in found)
+    if top > mark.last_event_id:
+        ranges.append((None, mark.last_event_id + 1, top, wall))
+    for within, lo, hi, seen in ranges:
+        scan = store_events.scan_range(conn, lo, hi, parts, within)
         for raw in store_events.events_by_id(conn, scan.other_ids):
             checked = validate(raw)
             if isinstance(checked, Rejection):
@@ -593,8 +607,10 @@ def _read_new(
                     parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
                 batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
         batch.read += scan.rows
-        if scan.rows < hi - lo + 1:
-            kept.extend(Gap(a, b, seen) for a, b in store_events.missing_ids(conn, lo, hi))
+        if within is not None:
+            kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
+        elif scan.rows < hi - lo + 1:
+            kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
         if scan.rows > len(scan.other_ids):
             # Summed by the database: periods within one hour.
             batch.max_period = max(batch.max_period, HOUR)
@@ -603,6 +619,18 @@ def _read_new(
     batch.parts = parts
     batch.groups = len(parts)
     return batch
+
+
+def _missing(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
+    """The ids of [lo, hi] that hold no row, ascending, as strided pieces: from the
+    database's counts by block and residue where they tell it exactly (interleaved
+    ids: one aggregate pass, never a row per hole), row by row elsewhere."""
+    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
+    for start, end, dense in gaps_core.stretches(lo, hi, classes):
+        if dense is None:
+            yield from (Strided(a, b) for a, b in store_events.holes(conn, start, end))
+        else:
+            yield from gaps_core.sweep(start, end, dense)
 
 
 def _hour_id(ms: int) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from metering.core.events import ResourceKey
 from metering.store import ingest as store_ingest
+from metering.store.events import in_gap
 from metering.store.schema import (
     inventory_snapshots,
     reconciliations,
@@ -113,7 +114,7 @@ def maybe_running(
     )
     keys: set[ResourceKey] = {(r[0], r[1], r[2]) for r in conn.execute(known)}
     ev = usage_events.c
-    unread = [ev.id > last_event_id, *(ev.id.between(g.id_from, g.id_to) for g in gaps)]
+    unread = [ev.id > last_event_id, *(in_gap(ev.id, g.ids) for g in gaps)]
     query = (
         select(ev.account, ev.entity, ev.resource_id)
         .where(ev.kind == "resource", or_(*unread))

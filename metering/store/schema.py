@@ -116,13 +116,17 @@ metering_state = Table(
 )
 
 # Ids below the watermark that were not visible when read (uncommitted inserts,
-# rollbacks, ids burnt by duplicates); re-read until older than the settle lag.
+# rollbacks, ids burnt by duplicates, other nodes' share of interleaved ids); re-read
+# until older than the settle lag. A row holds the ids x in [id_from, id_to] with
+# (x - id_from) % step < width (metering/core/gaps.py); step = width = 1: all of them.
 event_gaps = Table(
     "event_gaps",
     metadata,
     Column("id_from", BigInteger, primary_key=True, autoincrement=False),
     Column("id_to", BigInteger, nullable=False),
     Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("step", BigInteger, nullable=False, server_default="1"),
+    Column("width", BigInteger, nullable=False, server_default="1"),
 )
 
 # Each resource's state at billed_until, so untouched resources need no history.

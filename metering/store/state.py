@@ -12,6 +12,7 @@ from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.engine import Connection, Row
 
 from metering.core.events import ResourceKey
+from metering.core.gaps import Strided, strided
 from metering.core.resources import StoredResource
 from metering.core.spans import ResourceState
 from metering.errors import ConcurrentRun
@@ -32,8 +33,7 @@ class Watermark:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    id_from: int
-    id_to: int
+    ids: Strided
     first_seen_at: datetime
 
 
@@ -77,7 +77,13 @@ def advance_watermark(
 
 def read_gaps(conn: Connection) -> list[Gap]:
     rows = conn.execute(select(event_gaps).order_by(event_gaps.c.id_from))
-    return [Gap(int(r.id_from), int(r.id_to), r.first_seen_at) for r in rows]
+    return [
+        Gap(
+            strided(int(r.id_from), int(r.id_to), int(r.step), int(r.width)),
+            r.first_seen_at,
+        )
+        for r in rows
+    ]
 
 
 def replace_gaps(conn: Connection, gaps: Sequence[Gap]) -> None:
@@ -86,8 +92,14 @@ def replace_gaps(conn: Connection, gaps: Sequence[Gap]) -> None:
         conn.execute(
             insert(event_gaps),
             [
-                {"id_from": g.id_from, "id_to": g.id_to, "first_seen_at": g.first_seen_at}
-                for g in gaps
+                {
+                    "id_from": g.ids.id_from,
+                    "id_to": g.ids.id_to,
+                    "step": g.ids.step,
+                    "width": g.ids.width,
+                    "first_seen_at": g.first_seen_at,
+                }
+                for g in sorted(gaps, key=lambda g: g.ids.id_from)
             ],
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Connection
 
 from metering.store.runs import ANOMALY, REJECTED
@@ -33,6 +33,7 @@ class Counts:
     max_event_id: int
     running_resources: int
     gaps: int
+    gap_ids: int  # the ids the gap rows hold
     oldest_gap_seen_at: datetime | None
     pending_parts: int
     unreviewed_rejected: int
@@ -53,7 +54,15 @@ def read_state(conn: Connection) -> StateRow | None:
 
 
 def counts(conn: Connection) -> Counts:
-    gaps, oldest = conn.execute(select(func.count(), func.min(event_gaps.c.first_seen_at))).one()
+    g = event_gaps.c
+    # metering/core/gaps.py's size, summed by the database: whole periods, then the
+    # last (maybe partial) block.
+    ids = func.sum(
+        (g.id_to - g.id_from) // g.step * g.width
+        + case(((g.id_to - g.id_from) % g.step < g.width, (g.id_to - g.id_from) % g.step + 1),
+               else_=g.width)
+    )  # fmt: skip
+    gaps, gap_ids, oldest = conn.execute(select(func.count(), ids, func.min(g.first_seen_at))).one()
     # A Result has keys(), so dict(result) would take it for a mapping.
     unreviewed = {
         category: count
@@ -71,6 +80,7 @@ def counts(conn: Connection) -> Counts:
             ).scalar_one()
         ),
         gaps=int(gaps),
+        gap_ids=int(gap_ids or 0),
         oldest_gap_seen_at=oldest,
         pending_parts=int(
             conn.execute(select(func.count()).select_from(pending_usage)).scalar_one()
