@@ -137,7 +137,9 @@ def measure(
         (datetime.fromtimestamp(hour / 1000, UTC).replace(tzinfo=None),),
     )[0]
     gaps, gap_ids = target.query(
-        "SELECT COUNT(*), COALESCE(SUM(id_to - id_from + 1), 0) FROM event_gaps"
+        # A row holds the ids x in [id_from, id_to] with (x - id_from) % step < width.
+        "SELECT COUNT(*), COALESCE(SUM((id_to - id_from) DIV step * width"
+        " + LEAST(MOD(id_to - id_from, step) + 1, width)), 0) FROM event_gaps"
     )[0]
     cell = {
         "target": label,
