@@ -30,6 +30,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    tuple_,
     type_coerce,
 )
 from sqlalchemy.engine import Connection
@@ -554,3 +555,32 @@ def dated_after(conn: Connection, instant: datetime, limit: int) -> DatedAfter:
         for i, event_id, account, entity, resource_id, when in conn.execute(query)
     ]
     return DatedAfter(count, first)
+
+
+@dataclass(frozen=True, slots=True)
+class OlderRow:
+    """A row `metering prune` judges: the event, its attributes as stored, and where
+    the next page starts after it."""
+
+    raw: RawEvent
+    attributes: Any
+    position: tuple[Any, ...]
+
+
+def older_page(
+    conn: Connection, before: datetime, after: tuple[Any, ...] | None, limit: int
+) -> list[OlderRow]:
+    """Up to `limit` rows dated before `before` (on SQLite some later ones too: the
+    caller judges the time it reads), in the order of the resource index (account,
+    entity, resource_id, occurred_at, id) from just after position `after`: a
+    resource's rows come together, and each page is one range of that index."""
+    occurred = type_coerce(ev.c.occurred_at, _Raw())
+    order = (ev.c.account, ev.c.entity, ev.c.resource_id, occurred, ev.c.id)
+    query = select(*_RAW_COLUMNS, type_coerce(ev.c.attributes, _Raw())).where(
+        ev.c.occurred_at < before + _text_slack(conn)
+    )
+    if after is not None:
+        bound = (literal(value, column.type) for value, column in zip(after, order, strict=True))
+        query = query.where(tuple_(*order) > tuple_(*bound))
+    rows = conn.execute(query.order_by(*order).limit(limit)).all()
+    return [OlderRow(_raw(row), row[13], (row[5], row[3], row[6], row[8], row[0])) for row in rows]
