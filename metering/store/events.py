@@ -580,7 +580,22 @@ def older_page(
         ev.c.occurred_at < before + _text_slack(conn)
     )
     if after is not None:
-        bound = (literal(value, column.type) for value, column in zip(after, order, strict=True))
-        query = query.where(tuple_(*order) > tuple_(*bound))
+        query = query.where(_after(conn, order, after))
     rows = conn.execute(query.order_by(*order).limit(limit)).all()
     return [OlderRow(_raw(row), row[13], (row[5], row[3], row[6], row[8], row[0])) for row in rows]
+
+
+def _after(conn: Connection, order: Sequence[Any], position: Sequence[Any]) -> ColumnElement[bool]:
+    """(a, b, ...) > (x, y, ...), as each database seeks it in the index: SQLite a row
+    value; MariaDB (a > x) OR (a = x AND b > y) OR ..., as it reads a row comparison
+    with a full scan and a sort."""
+    bound = [literal(value, column.type) for value, column in zip(position, order, strict=True)]
+    if conn.dialect.name == "sqlite":
+        after: ColumnElement[bool] = tuple_(*order) > tuple_(*bound)
+        return after
+    return or_(
+        *(
+            and_(*(order[j] == bound[j] for j in range(i)), order[i] > bound[i])
+            for i in range(len(order))
+        )
+    )
