@@ -129,7 +129,8 @@ def _sqlite_rows(conn: Connection) -> tuple[int, bool]:
     """sqlite_stat1's row count if ANALYZE has run, else an exact COUNT(*)."""
     try:
         stat = conn.execute(
-            text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'usage_events' AND idx IS NULL")
+            # Each row's first number is the table's row count when ANALYZE ran.
+            text("SELECT stat FROM sqlite_stat1 WHERE tbl = 'usage_events' LIMIT 1")
         ).scalar()
     except OperationalError:  # no sqlite_stat1: ANALYZE never ran
         stat = None
