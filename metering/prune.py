@@ -282,10 +282,15 @@ class _Job:
         self.resource(group)
         self.flush()
 
+    def line(self, row: OlderRow) -> bytes | None:
+        """The row's archive line; without an archive, nothing to make (a dry run makes
+        them too, so that it counts the rows a real prune would keep)."""
+        return b"" if self.request.archive is None else archive_line(row)
+
     def measure(self, row: OlderRow, measure: Measure) -> None:
         line = None
         if retention.measure_may_go(measure, self.before) and self.may_go(measure.id):
-            line = archive_line(row)
+            line = self.line(row)
         if line is None:
             if measure.period_start < self.before:
                 self.outcome.kept += 1
@@ -303,7 +308,7 @@ class _Job:
         unit: list[tuple[int, bytes, bool]] = []
         for row, event in group:
             if event.id in ids:
-                line = archive_line(row)
+                line = self.line(row)
                 if line is None:
                     unit = []
                     break

@@ -570,14 +570,16 @@ class OlderRow:
 def older_page(
     conn: Connection, before: datetime, after: tuple[Any, ...] | None, limit: int
 ) -> list[OlderRow]:
-    """Up to `limit` rows dated before `before` (on SQLite some later ones too: the
+    """Up to `limit` rows dated up to `before` (on SQLite some later ones too: the
     caller judges the time it reads), in the order of the resource index (account,
     entity, resource_id, occurred_at, id) from just after position `after`: a
     resource's rows come together, and each page is one range of that index."""
     occurred = type_coerce(ev.c.occurred_at, _Raw())
     order = (ev.c.account, ev.c.entity, ev.c.resource_id, occurred, ev.c.id)
     query = select(*_RAW_COLUMNS, type_coerce(ev.c.attributes, _Raw())).where(
-        ev.c.occurred_at < before + _text_slack(conn)
+        # <=: a measure's occurred_at is usually its period_end, and one ending at the
+        # horizon may go.
+        ev.c.occurred_at <= before + _text_slack(conn)
     )
     if after is not None:
         query = query.where(_after(conn, order, after))
