@@ -303,7 +303,10 @@ class _Job:
         if not group:
             return
         ids: set[int] = set()
-        if all(self.may_go(event.id) for _, event in group):
+        # Text keys only: a key SQLite holds as a BLOB sorts apart from the same text,
+        # and the history reader (a text match) never sees its rows; they stay as is.
+        plain = all(isinstance(part, str) for row, _ in group for part in row.position[:3])
+        if plain and all(self.may_go(event.id) for _, event in group):
             ids = set(retention.resource_may_lose([event for _, event in group], self.before))
         unit: list[tuple[int, bytes, bool]] = []
         for row, event in group:
