@@ -637,11 +637,11 @@ def prune_command(
             use_database_lock=settings.database_lock,
         )
         verb = "would delete" if dry_run else "deleted"
-        batches = outcome.batches or []
         click.echo(
             f"{verb} {outcome.deleted} events before {outcome.horizon:%Y-%m-%dT%H:%MZ} "
             f"({outcome.resource_events} resource events, {outcome.measures} measures) "
-            f"in {len(batches)} batches; kept {outcome.kept} older events a later run may need"
+            f"in {len(outcome.batches)} batches; "
+            f"kept {outcome.kept} older events a later run may need"
             + ("" if archive is None or dry_run else f"; archived to {archive}")
         )
 

@@ -5,7 +5,7 @@ The decision is metering/core/retention.py; this shell takes the run's locks, re
 the events dated before the horizon in the order of the resource index (a page at a
 time, so memory follows a page and one resource's history), and per batch: appends
 the batch to the archive as one gzip member, flushed and fsynced, then deletes it and
-records the prune in one transaction. An interrupted prune loses nothing: a batch
+records the horizon in one transaction. An interrupted prune loses nothing: a batch
 whose delete did not commit is still in the table (and perhaps in the archive too,
 which ingest then counts as duplicates).
 """
@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class PruneOutcome:
     resource_events: int = 0  # deleted (or, dry run, that would be)
     measures: int = 0
     kept: int = 0  # rows read dated before the horizon that stay
-    batches: list[int] | None = None  # rows per batch
+    batches: list[int] = field(default_factory=list)  # rows per batch
 
     @property
     def deleted(self) -> int:
@@ -167,7 +167,6 @@ def prune(
         horizon=from_ms(before),
         dry_run=request.dry_run,
         archive=request.archive,
-        batches=[],
     )
     started = time.monotonic()
     archive = None if request.archive is None or request.dry_run else Archive(request.archive)
@@ -194,8 +193,8 @@ def prune(
         resource_events=outcome.resource_events,
         measures=outcome.measures,
         kept_before_horizon=outcome.kept,
-        batches=len(outcome.batches or []),
-        largest_batch=max(outcome.batches or [0]),
+        batches=len(outcome.batches),
+        largest_batch=max(outcome.batches, default=0),
         archive=None if request.archive is None else str(request.archive),
         duration_ms=int((time.monotonic() - started) * 1000),
     )
@@ -334,7 +333,6 @@ class _Job:
             return
         if not self.request.dry_run:
             self.commit(batch)
-        assert self.outcome.batches is not None
         self.outcome.batches.append(len(batch))
         measures = sum(1 for _, _, is_measure in batch if is_measure)
         self.outcome.measures += measures
