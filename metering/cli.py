@@ -303,7 +303,8 @@ def ingest_command(
     not JSON or lacks a required column is logged (malformed_line, with its line
     number) and skipped; everything else is stored as given, billing checks are the
     run's. An event_id already stored is skipped and counted as a duplicate, so
-    loading the same file twice is harmless. Each batch commits on its own.
+    loading the same file twice is harmless. After metering prune, a line dated
+    before the pruned horizon is malformed too. Each batch commits on its own.
     Exits 1 when some lines were malformed (the others are stored).
 
     \b

@@ -268,3 +268,24 @@ def test_prune_then_ingest_the_archive_as_real_processes(
     with db.engine.connect() as conn:
         left = conn.execute(select(func.count()).select_from(usage_events)).scalar_one()
     assert left == len(history()) + 1 - 13
+
+
+def test_an_archive_is_refused_by_the_database_it_came_from(db: Database, tmp_path: Path) -> None:
+    """Back in its own database, an archive's events would be read as late events and
+    its measures billed twice: ingest refuses every line dated before the horizon."""
+    archive = tmp_path / "events.jsonl.gz"
+    pruned = cli(
+        db, tmp_path, "prune", "--before", HORIZON, "--now", NOW, "--archive", str(archive)
+    )
+    assert pruned.exit_code == 0, pruned.output
+    kept = event_ids(db)
+    result = cli(db, tmp_path, "ingest", str(archive))
+    assert result.exit_code == 1
+    assert "read 13, inserted 0, duplicates 0, malformed 13" in result.stdout
+    assert "before the pruned horizon 2016-12-12T12:00:00.000Z" in result.stderr
+    assert event_ids(db) == kept
+    later = tmp_path / "later.jsonl"
+    start = {"event_id": "new", "kind": "resource", "entity": "vm", "action": "start",
+             "account": "acme", "resource_id": "vm-9", "occurred_at": HORIZON}  # fmt: skip
+    later.write_text(json.dumps(start) + "\n")
+    assert cli(db, tmp_path, "ingest", str(later)).exit_code == 0
