@@ -298,16 +298,19 @@ def ingest_command(
     """Load usage events from JSON lines (FILE, or - for stdin) into usage_events.
 
     One event per line; every field, its type, limits and default, and what is
-    refused are in docs/events.md (shipped with the sources). A line that is
+    refused are in docs/events.md (shipped with the sources). A FILE named *.gz is
+    read through gzip (an archive of metering prune, for one). A line that is
     not JSON or lacks a required column is logged (malformed_line, with its line
     number) and skipped; everything else is stored as given, billing checks are the
     run's. An event_id already stored is skipped and counted as a duplicate, so
-    loading the same file twice is harmless. Each batch commits on its own.
+    loading the same file twice is harmless. After metering prune, a line dated
+    before the pruned horizon is malformed too. Each batch commits on its own.
     Exits 1 when some lines were malformed (the others are stored).
 
     \b
     Example:
       metering ingest events.jsonl
+      metering ingest events-2016-08.jsonl.gz       # e.g. a prune archive
       zcat events-2016-12-12.jsonl.gz | metering ingest -
     """
     import os
@@ -326,6 +329,12 @@ def ingest_command(
                 size = info.st_size - file.tell()
         except (OSError, ValueError, AttributeError):
             pass
+        lines = file
+        if str(getattr(file, "name", "")).endswith(".gz"):
+            import gzip
+
+            # The progress counts uncompressed bytes: no bar against the file's size.
+            lines, size = gzip.GzipFile(fileobj=file, mode="rb"), None
         log_format = click.get_current_context().find_root().params.get("log_format")
         # Only for files of a megabyte or more: a small file is done before a bar helps.
         show_bar = size is not None and size >= 1024 * 1024 and progress.shown(log_format)
@@ -335,7 +344,7 @@ def ingest_command(
 
         with progress.steps("ingest", size, show_bar) as advance:
             summary = ingest_mod.ingest(
-                engine, file, batch_size=batch_size, on_error=on_error, progress=advance
+                engine, lines, batch_size=batch_size, on_error=on_error, progress=advance
             )
         log.info(
             "ingest_summary",
@@ -538,6 +547,104 @@ def report_command(
             units=units,
         )
         emit(render_report(result, fmt), output)
+
+
+@main.command("prune")
+@database_options
+@click.option(
+    "--before",
+    type=TIME,
+    required=True,
+    help="The horizon: delete events before this hour that no later run can need.",
+)
+@click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE.jsonl.gz",
+    help="Append the deleted events here first (gzip JSON lines that metering ingest reads).",
+)
+@dry_run_option("Count what would be deleted; change nothing, take no lock.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Events per batch (each one archived, then deleted in its own transaction).",
+)
+@now_option
+@grace_option("The runs' grace after an hour")
+@settle_lag_option
+@lock_options
+def prune_command(
+    database_url: str | None,
+    config: str | None,
+    before: datetime,
+    archive: str | None,
+    dry_run: bool,
+    batch_size: int,
+    now: datetime | None,
+    grace: timedelta | None,
+    settle_lag: timedelta | None,
+    lock_file: str | None,
+    wait: float,
+    no_database_lock: bool,
+) -> None:
+    """Delete the events before a horizon that can no longer change billing.
+
+    An event goes only if no later run can need it: it was read and every hour it
+    touches is billed, and for a resource the events kept alone still give its
+    state at the horizon (a running resource keeps the event that started it, a
+    destroyed one its destroy, each one its latest event). The horizon is the hour
+    --before falls in; it may be no later than billed_until, nor than now - grace -
+    settle lag. Takes the run's locks (exit 75 while a run holds them), works in
+    batches of --batch-size events, and records the horizon: a backfill --since or
+    a reconcile before it is refused. docs/operations.md, "Retention", has the rule.
+
+    \b
+    Examples:
+      metering prune --before 2016-09-01 --dry-run
+      metering prune --before 2016-09-01 --archive /var/lib/metering/events-2016-08.jsonl.gz
+      metering ingest /var/lib/metering/events-2016-08.jsonl.gz   # into another database
+    """
+    from pathlib import Path
+
+    from metering.prune import PruneRequest, prune
+
+    ctx = command_context()
+    with handle_errors(ctx.verbose):
+        settings = ctx.settings(
+            database_url,
+            config,
+            lock_file=lock_file,
+            grace=grace,
+            settle_lag=settle_lag,
+            database_lock=not no_database_lock,
+        )
+        request = PruneRequest(
+            before=before,
+            now=now or utc_now(),
+            grace=settings.grace,
+            settle_lag=settings.settle_lag,
+            archive=None if archive is None else Path(archive),
+            dry_run=dry_run,
+            batch_size=batch_size,
+        )
+        outcome = prune(
+            engine_for(settings),
+            request,
+            lock_file=settings.lock_file,
+            wait=wait,
+            use_database_lock=settings.database_lock,
+        )
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(
+            f"{verb} {outcome.deleted} events before {outcome.horizon:%Y-%m-%dT%H:%MZ} "
+            f"({outcome.resource_events} resource events, {outcome.measures} measures) "
+            f"in {len(outcome.batches)} batches; "
+            f"kept {outcome.kept} older events a later run may need"
+            + ("" if archive is None or dry_run else f"; archived to {archive}")
+        )
 
 
 @main.command("status")

@@ -27,7 +27,8 @@ from sqlalchemy import Connection, Engine
 from metering.core.events import MAX_TEXT
 from metering.db import write_lock
 from metering.store import ingest as store
-from metering.timeutil import parse_time
+from metering.store import retention as store_retention
+from metering.timeutil import from_ms, iso, parse_time, to_ms
 
 # The NOT NULL columns of usage_events that ingest must be given (id, ingested_at: the db's).
 REQUIRED = ("event_id", "kind", "entity", "action", "account", "resource_id", "occurred_at")
@@ -250,9 +251,16 @@ def ingest(
     already counts as duplicates.
 
     progress, if given, is called after each batch with the bytes of input it covered.
+
+    After `metering prune`, a line dated before the pruned horizon is malformed here:
+    the run would bill it against a history that lost its past (a redelivered
+    measure twice: its event_id is no longer stored). Prune archives go into
+    another database (docs/operations.md, "Retention").
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    with engine.connect() as conn:
+        pruned = store_retention.horizon(conn)
     read = inserted = duplicates = malformed = 0
     batch: list[dict[str, object]] = []
     pending_bytes = 0
@@ -278,7 +286,10 @@ def ingest(
         if number == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
         try:
-            batch.append(parse_line(decode_line(raw)))
+            row = parse_line(decode_line(raw))
+            if pruned is not None:
+                _after_horizon(row, pruned)
+            batch.append(row)
         except LineError as exc:
             malformed += 1
             on_error(number, exc.reason)
@@ -287,6 +298,16 @@ def ingest(
             flush()
     flush()
     return IngestSummary(read=read, inserted=inserted, duplicates=duplicates, malformed=malformed)
+
+
+def _after_horizon(row: dict[str, object], pruned: int) -> None:
+    for column in ("occurred_at", "period_start"):
+        value = row[column]
+        if isinstance(value, datetime) and to_ms(value) < pruned:
+            raise LineError(
+                f"{column} is before the pruned horizon {iso(from_ms(pruned))}: events "
+                "before it were pruned here; load it into another database"
+            )
 
 
 def _store_batch(conn: Connection, batch: list[dict[str, object]]) -> int:

@@ -42,6 +42,7 @@ from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
 from metering.render import printable
 from metering.store import inventory as store
+from metering.store import retention as store_retention
 from metering.store import state as store_state
 from metering.timeutil import from_ms, iso, parse_time, to_ms
 
@@ -282,6 +283,13 @@ def _work(
     if snapshot is None:
         return outcome
     outcome.snapshot_id = snapshot.snapshot_id
+    pruned = store_retention.horizon(conn)
+    if pruned is not None and snapshot.taken_at < pruned:
+        raise UsageError(
+            f"the snapshot was taken at {iso(from_ms(snapshot.taken_at))}, before the pruned "
+            f"horizon {iso(from_ms(pruned))}: the histories it would be compared with are "
+            "no longer whole there"
+        )
     outcome.taken_at = snapshot.taken_at
     outcome.listed = len(snapshot.running)
     mark = store_state.read_watermark(conn)

@@ -22,6 +22,7 @@ from metering.status import FUTURE_MARGIN, Status
 from metering.store.events import DatedEvent
 from metering.store.reports import FindingRow, LineRow, UsageSum
 from metering.store.runs import RunRecord
+from metering.store.status import EventsTable
 from metering.store.usage import Line
 from metering.timeutil import from_ms, iso
 from metering.units import SI, human
@@ -651,7 +652,42 @@ def _status_object(status: Status) -> dict[str, Any]:
             "first": _dated_object(status.future.first[0]) if status.future.first else None,
         },
         "last_runs": [_run_object(run) for run in status.runs],
+        "events_table": None if status.events is None else _events_object(status.events),
     }
+
+
+def _events_object(events: EventsTable) -> dict[str, Any]:
+    return {
+        "rows": events.rows,
+        "rows_estimated": events.rows_estimated,
+        "size_bytes": events.size_bytes,
+        "size_of": events.size_of,
+        "first_id": events.first_id,
+        "first_occurred_at": _when(events.first_occurred_at) or None,
+        "pruned_before": _when(events.pruned_before) or None,
+    }
+
+
+def _events_lines(events: EventsTable | None) -> list[str]:
+    if events is None:
+        return []
+    rows = f"~{events.rows} rows (estimate)" if events.rows_estimated else f"{events.rows} rows"
+    size = "" if events.size_bytes is None else f", {_bytes(events.size_bytes)} ({events.size_of})"
+    first = (
+        "empty"
+        if events.first_id is None
+        else f"first row id {events.first_id}, occurred {_when(events.first_occurred_at)}"
+    )
+    pruned = _when(events.pruned_before) if events.pruned_before else "never pruned"
+    return [f"events table:  {rows}{size}", f"               {first}; pruned before: {pruned}"]
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            tenths = size * 10 // scale
+            return f"{tenths // 10}.{tenths % 10} {unit}"
+    return f"{size} B"
 
 
 def render_status(status: Status, fmt: str) -> str:
@@ -686,6 +722,7 @@ def render_status(status: Status, fmt: str) -> str:
             )
             + f", {counts.pending_parts} measure parts of open hours",
             _future_line(status),
+            *_events_lines(status.events),
             "",
         ]
         if status.runs:

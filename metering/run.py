@@ -37,6 +37,7 @@ from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
 from metering.scratch import sqlite_copy
 from metering.store import events as store_events
+from metering.store import retention as store_retention
 from metering.store import runs as store_runs
 from metering.store import state as store_state
 from metering.store import usage as store_usage
@@ -140,6 +141,15 @@ def execute(
     since = None if request.since is None else hour_of(to_ms(request.since))
     if since is not None and since >= until:
         raise UsageError(f"--since {iso(request.since)} must be before {iso(from_ms(until))}")
+    if since is not None:
+        with engine.connect() as conn:
+            pruned = store_retention.horizon(conn)
+        if pruned is not None and since < pruned:
+            raise UsageError(
+                f"--since {iso(request.since)} is before the pruned horizon "
+                f"{iso(from_ms(pruned))}: metering prune deleted events before it, so those "
+                "hours cannot be re-derived here (ingest the archives into another database)"
+            )
     job = _Job(request, until, since, wall_clock, pause, progress)
     started = time.monotonic()
     if request.dry_run:

@@ -23,7 +23,7 @@ from metering.store import reports as store_reports
 from metering.store import status as store_status
 from metering.store.events import DatedAfter
 from metering.store.runs import RunRecord
-from metering.store.status import Counts, StateRow
+from metering.store.status import Counts, EventsTable, StateRow
 from metering.timeutil import from_ms, iso, to_ms
 
 # Producers' clocks drift by seconds; an event dated hours ahead is a clock bug, and
@@ -43,6 +43,7 @@ class Status:
     counts: Counts | None = None
     runs: list[RunRecord] = field(default_factory=list)
     future: DatedAfter | None = None  # events dated after future_after
+    events: EventsTable | None = None
 
     @property
     def future_after(self) -> datetime:
@@ -128,4 +129,5 @@ def status(
             counts=store_status.counts(conn),
             runs=store_reports.list_runs(conn, runs),
             future=store_events.dated_after(conn, now + FUTURE_MARGIN, 1),
+            events=store_status.events_table(conn),
         )

@@ -438,6 +438,10 @@ def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: 
             )
             assert status, status
             step("status", "--now", "2016-12-12T15:30Z", "--max-lag", "2h")
+            # Counting needs SELECT alone; a real prune also DELETE on usage_events.
+            pruning = step("prune", "--before", "2016-12-12T12:00Z", "--now", "2016-12-12T15:30Z",
+                           "--dry-run")  # fmt: skip
+            assert "would delete" in pruning.stdout
             step("status", "--now", "2016-12-12T19:30Z", "--max-lag", "2h", expect=1)
             report = step("report", "--format", "csv", "--group", "resource").stdout
             assert "vm-2" in report

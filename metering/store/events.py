@@ -30,6 +30,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    tuple_,
     type_coerce,
     union_all,
 )
@@ -664,3 +665,49 @@ def dated_after(conn: Connection, instant: datetime, limit: int) -> DatedAfter:
         for i, event_id, account, entity, resource_id, when in conn.execute(query)
     ]
     return DatedAfter(count, first)
+
+
+@dataclass(frozen=True, slots=True)
+class OlderRow:
+    """A row `metering prune` judges: the event, its attributes as stored, and where
+    the next page starts after it."""
+
+    raw: RawEvent
+    attributes: Any
+    position: tuple[Any, ...]
+
+
+def older_page(
+    conn: Connection, before: datetime, after: tuple[Any, ...] | None, limit: int
+) -> list[OlderRow]:
+    """Up to `limit` rows dated up to `before` (on SQLite some later ones too: the
+    caller judges the time it reads), in the order of the resource index (account,
+    entity, resource_id, occurred_at, id) from just after position `after`: a
+    resource's rows come together, and each page is one range of that index."""
+    occurred = type_coerce(ev.c.occurred_at, _Raw())
+    order = (ev.c.account, ev.c.entity, ev.c.resource_id, occurred, ev.c.id)
+    query = select(*_RAW_COLUMNS, type_coerce(ev.c.attributes, _Raw())).where(
+        # <=: a measure's occurred_at is usually its period_end, and one ending at the
+        # horizon may go.
+        ev.c.occurred_at <= before + _text_slack(conn)
+    )
+    if after is not None:
+        query = query.where(_after(conn, order, after))
+    rows = conn.execute(query.order_by(*order).limit(limit)).all()
+    return [OlderRow(_raw(row), row[13], (row[5], row[3], row[6], row[8], row[0])) for row in rows]
+
+
+def _after(conn: Connection, order: Sequence[Any], position: Sequence[Any]) -> ColumnElement[bool]:
+    """(a, b, ...) > (x, y, ...), as each database seeks it in the index: SQLite a row
+    value; MariaDB (a > x) OR (a = x AND b > y) OR ..., as it reads a row comparison
+    with a full scan and a sort."""
+    bound = [literal(value, column.type) for value, column in zip(position, order, strict=True)]
+    if conn.dialect.name == "sqlite":
+        after: ColumnElement[bool] = tuple_(*order) > tuple_(*bound)
+        return after
+    return or_(
+        *(
+            and_(*(order[j] == bound[j] for j in range(i)), order[i] > bound[i])
+            for i in range(len(order))
+        )
+    )

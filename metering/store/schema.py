@@ -113,6 +113,8 @@ metering_state = Table(
     Column("max_measure_period_ms", BigInteger, nullable=False),
     Column("last_run_id", String(64), nullable=True),
     Column("updated_at", UTCDateTime(), nullable=True),
+    # The pruned horizon: `metering prune` deleted events dated before it.
+    Column("pruned_before", UTCDateTime(), nullable=True),
 )
 
 # Ids below the watermark that were not visible when read (uncommitted inserts,
