@@ -226,10 +226,11 @@ def test_password_not_in_process_title(mariadb_url: str, tmp_path: Path) -> None
 # -- least privilege ---------------------------------------------------------------
 
 # The parts of the run user's block in docs/operations.md, each opened by its comment.
-RUN_PART, INGEST_PART, RECONCILE_PART, RATING_PART = (
+RUN_PART, INGEST_PART, RECONCILE_PART, PRUNE_PART, RATING_PART = (
     "-- the run's user",
     "-- only if this user runs `metering ingest`",
     "-- only if this user runs `metering reconcile`",
+    "-- only if this user runs `metering prune`",
     "-- only if this user prices, invoices and exports",
 )
 # MariaDB's refusal as metering reports it (error 1142), quotes escaped in JSON logs.
@@ -252,11 +253,15 @@ def documented_grants(database: str, user: str, password: str) -> dict[str, list
         block.index(RUN_PART),
         block.index(INGEST_PART),
         block.index(RECONCILE_PART),
+        block.index(PRUNE_PART),
         block.index(RATING_PART),
     ]
     parts = {}
     for name, begin, end in zip(
-        ("run", "ingest", "reconcile", "rating"), bounds, [*bounds[1:], len(block)], strict=True
+        ("run", "ingest", "reconcile", "prune", "rating"),
+        bounds,
+        [*bounds[1:], len(block)],
+        strict=True,
     ):
         statements = re.sub(r"--[^\n]*", "", block[begin:end]).split(";")
         parts[name] = [
@@ -281,7 +286,7 @@ def database_user(
     grants = documented_grants(str(admin_url.database), user, password)
     assert grants["run"][0].startswith("CREATE USER") and len(grants["run"]) == 10
     assert len(grants["ingest"]) == 1 and len(grants["reconcile"]) == 3
-    assert len(grants["rating"]) == 6
+    assert len(grants["prune"]) == 1 and len(grants["rating"]) == 6
     statements = [s for part in parts for s in grants[part]]
     if without_table:
         kept = [s for s in statements if f"`.{without_table} " not in s]
@@ -385,7 +390,8 @@ def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: 
         '[[price]]\nentity = "vm"\nunit = "second"\nper = "hour"\nprice = "0.05"\n'
     )
     try:
-        with database_user(mariadb_url, admin, ("run", "ingest", "reconcile", "rating")) as url:
+        parts = ("run", "ingest", "reconcile", "prune", "rating")
+        with database_user(mariadb_url, admin, parts) as url:
             base = ["--log-format", "json", "--database-url", url]
             done: set[tuple[str, ...]] = set()
 
@@ -438,10 +444,12 @@ def test_least_privilege_user_runs_the_whole_cycle(mariadb_url: str, clean_env: 
             )
             assert status, status
             step("status", "--now", "2016-12-12T15:30Z", "--max-lag", "2h")
-            # Counting needs SELECT alone; a real prune also DELETE on usage_events.
+            # Counting needs SELECT alone; the prune itself the documented DELETE.
             pruning = step("prune", "--before", "2016-12-12T12:00Z", "--now", "2016-12-12T15:30Z",
                            "--dry-run")  # fmt: skip
             assert "would delete" in pruning.stdout
+            pruned = step("prune", "--before", "2016-12-12T12:00Z", "--now", "2016-12-12T15:30Z")
+            assert "deleted" in pruned.stdout
             step("status", "--now", "2016-12-12T19:30Z", "--max-lag", "2h", expect=1)
             report = step("report", "--format", "csv", "--group", "resource").stdout
             assert "vm-2" in report
