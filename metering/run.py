@@ -620,7 +620,7 @@ def _read_new(
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
         elif scan.rows < hi - lo + 1:
-            kept.extend(Gap(ids, seen) for ids in _missing(conn, lo, hi))
+            kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
         if scan.rows > len(scan.other_ids):
             # Summed by the database: periods within one hour.
             batch.max_period = max(batch.max_period, HOUR)
@@ -632,19 +632,9 @@ def _read_new(
 
 
 def _missing(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
-    """The ids of [lo, hi] that hold no row, as strided rows.
-
-    Where the server hands out ids in steps (a Galera cluster), by residue class: a
-    row per run of ids a node skipped. Elsewhere from the database's counts by block
-    and residue where they tell it exactly (interleaved ids: one aggregate pass,
-    never a row per hole), row by row elsewhere, folded."""
-    step = store_events.id_increment(conn)
-    if step > 1:
-        return gaps_core.by_class(lo, hi, step, store_events.class_neighbours(conn, lo, hi, step))
-    return gaps_core.fold(_pieces(conn, lo, hi))
-
-
-def _pieces(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
+    """The ids of [lo, hi] that hold no row, ascending, as strided pieces: from the
+    database's counts by block and residue where they tell it exactly (interleaved
+    ids: one aggregate pass, never a row per hole), row by row elsewhere."""
     classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
     for start, end, dense in gaps_core.stretches(lo, hi, classes):
         if dense is None:

@@ -18,12 +18,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, func, insert, select
 from sqlalchemy.engine import Connection
 
-from metering.core.gaps import Strided, by_class
-from metering.store import events as store_events
+from metering.core.gaps import Strided
 from metering.store import state as store_state
 from metering.store import status as store_status
 from metering.store.schema import event_gaps, usage_events
-from tests.core.test_gaps import neighbours_of
 from tests.faults import scenario as sc
 from tests.support import billed, measure, migrated, resource, run, t
 
@@ -243,44 +241,5 @@ def test_a_regular_interleaving_is_a_row_or_two_on_sqlite(sqlite_url: str, tmp_p
             gaps = store_state.read_gaps(conn)
         assert [g.ids for g in gaps] == [Strided(2, 29_997, 3, 2)]  # up to id 29,998
         assert billed(engine) == sc.expected(engine, t("2016-12-12T11:00Z"))
-    finally:
-        engine.dispose()
-
-
-# -- by residue class: what a run on a Galera cluster asks --------------------------------
-
-
-def _class_neighbours_agree_with_the_model(engine: Engine) -> None:
-    rng = random.Random(5)
-    present = [i for _, i in _galera_ids(rng, 30)]
-    kept = sorted(set(present) - set(rng.sample(present, 300)))
-    with engine.begin() as conn:
-        conn.execute(
-            insert(usage_events),
-            [
-                {**measure(f"e{i}", 1, "2016-12-12T10:00Z", "2016-12-12T10:01Z"), "id": i}
-                for i in kept
-            ],
-        )
-    lo, hi = 1, kept[-1] + 7
-    with engine.connect() as conn:
-        for step in (1, 3, 4):
-            found = sorted(store_events.class_neighbours(conn, lo, hi, step), key=lambda r: r[1])
-            model = sorted(neighbours_of(set(kept), lo, hi, step), key=lambda r: r[1])
-            assert found == model
-            rows = list(by_class(lo, hi, step, found))
-            held = [x for s in rows for x in range(s.id_from, s.id_to + 1) if x in s]
-            assert sorted(held) == sorted(set(range(lo, hi + 1)) - set(kept))
-
-
-@pytest.mark.mariadb
-def test_class_neighbours_agree_with_the_model_mariadb(engine: Engine) -> None:
-    _class_neighbours_agree_with_the_model(engine)
-
-
-def test_class_neighbours_agree_with_the_model_sqlite(sqlite_url: str) -> None:
-    engine = migrated(sqlite_url)
-    try:
-        _class_neighbours_agree_with_the_model(engine)
     finally:
         engine.dispose()

@@ -364,41 +364,6 @@ def sweep(lo: int, hi: int, classes: Iterable[IdClass]) -> Iterator[Strided]:
         yield from _segment(start, stop - 1, frozenset(active), modulus)
 
 
-def by_class(
-    lo: int, hi: int, step: int, neighbours: Iterable[tuple[int | None, int, int | None]]
-) -> Iterator[Strided]:
-    """The ids of [lo, hi] that hold no row, one row per run of absent ids within a
-    residue class of `step` (the ids x with x % step alike): on a Galera cluster of
-    `step` nodes each class is one node's, and a node skips the ids other nodes took
-    in one run, whatever the others did meanwhile.
-
-    `neighbours` holds, for the rows of [lo, hi] that start or end a class's run of
-    present ids, (the class's previous present id or None, the id, the class's next
-    present id or None), as a window over the ids partitioned by class gives them.
-    Rows of a class no present id of [lo, hi] belongs to are made here.
-    """
-    seen: set[int] = set()
-    for previous, present, following in neighbours:
-        residue = present % step
-        seen.add(residue)
-        if previous is None:
-            first = lo + (present - lo) % step
-            if first < present:
-                yield strided(first, present - step, step)
-        elif present - previous > step:
-            yield strided(previous + step, present - step, step)
-        if following is None:
-            last = hi - (hi - present) % step
-            if last > present:
-                yield strided(present + step, last, step)
-    for residue in range(step):
-        if residue in seen:
-            continue
-        first = lo + (residue - lo) % step
-        if first <= hi:
-            yield strided(first, hi - (hi - residue) % step, step)
-
-
 class Index:
     """Membership in many strided sets (pairwise disjoint, spans may interleave), by
     bisection over id_from: O(log n) plus the rows whose spans overlap there."""

@@ -462,50 +462,6 @@ def id_classes(conn: Connection, lo: int, hi: int) -> list[IdClass]:
     ]
 
 
-def id_increment(conn: Connection) -> int:
-    """The step between the ids this server hands out: a Galera cluster's size (it sets
-    auto_increment_increment so that nodes never take the same id), 1 on one server
-    and on SQLite."""
-    if conn.dialect.name == "sqlite":
-        return 1
-    return max(1, int(conn.exec_driver_sql("SELECT @@auto_increment_increment").scalar_one()))
-
-
-def class_neighbours(
-    conn: Connection, lo: int, hi: int, step: int
-) -> Iterator[tuple[int | None, int, int | None]]:
-    """For metering/core/gaps.by_class: the rows of [lo, hi] that start or end a run of
-    present ids within their residue class of `step`, with the class's previous and
-    next present ids. One window pass over the range; only those rows travel."""
-    residue = ev.c.id % step
-    rows = (
-        select(
-            ev.c.id.label("id"),
-            func.lag(ev.c.id).over(partition_by=residue, order_by=ev.c.id).label("previous"),
-            func.lead(ev.c.id).over(partition_by=residue, order_by=ev.c.id).label("following"),
-        )
-        .where(ev.c.id.between(lo, hi))
-        .subquery()
-    )
-    query = select(rows.c.previous, rows.c.id, rows.c.following).where(
-        or_(
-            rows.c.previous.is_(None),
-            rows.c.following.is_(None),
-            rows.c.id - rows.c.previous > step,
-        )
-    )
-    result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
-    try:
-        for previous, present, following in result:
-            yield (
-                None if previous is None else int(previous),
-                int(present),
-                None if following is None else int(following),
-            )
-    finally:
-        result.close()
-
-
 def holes(conn: Connection, lo: int, hi: int) -> Iterator[tuple[int, int]]:
     """The id ranges within [lo, hi] that hold no row, in id order: a window over the
     primary key, so only the holes travel, not every id. Row by row in the database,

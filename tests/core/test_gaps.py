@@ -13,7 +13,6 @@ from metering.core.gaps import (
     IdClass,
     Index,
     Strided,
-    by_class,
     coarsen,
     fold,
     remaining,
@@ -231,55 +230,3 @@ def test_sweep_of_bursts_from_nodes_is_the_missing_set(
         assert set(found) == missing
         if not burnt:
             assert len(rows) <= 3 * len(bursts) + 2 * (hi // BLOCK - lo // BLOCK + 1)
-
-
-# -- by residue class (a Galera cluster's own increment) -------------------------------
-
-
-def neighbours_of(
-    present: set[int], lo: int, hi: int, step: int
-) -> list[tuple[int | None, int, int | None]]:
-    """What store.events.class_neighbours sends, computed from the model."""
-    rows: list[tuple[int | None, int, int | None]] = []
-    for residue in range(step):
-        ids = sorted(x for x in present if lo <= x <= hi and x % step == residue)
-        for i, x in enumerate(ids):
-            previous = ids[i - 1] if i else None
-            following = ids[i + 1] if i + 1 < len(ids) else None
-            if previous is None or following is None or x - previous > step:
-                rows.append((previous, x, following))
-    return rows
-
-
-def class_runs(missing: set[int], step: int) -> int:
-    """Runs of absent ids within each residue class: the rows by_class should make."""
-    return sum(1 for x in missing if x - step not in missing)
-
-
-@PROPERTIES
-@given(
-    lo=st.integers(1, 50),
-    length=st.integers(0, 300),
-    step=st.integers(1, 6),
-    data=st.data(),
-)
-def test_by_class_holds_exactly_the_missing_ids_a_row_per_run_of_a_class(
-    lo: int, length: int, step: int, data: st.DataObject
-) -> None:
-    hi = lo + length
-    # Nodes taking ids of their class in bursts, skipping what the others took.
-    present = data.draw(st.sets(st.integers(lo, hi)))
-    missing = set(range(lo, hi + 1)) - present
-    rows = list(by_class(lo, hi, step, neighbours_of(present, lo, hi, step)))
-    assert sorted(members(rows)) == sorted(missing)
-    assert all(canonical(s) for s in rows)
-    assert len(rows) == class_runs(missing, step)
-
-
-def test_by_class_a_node_skipping_what_two_others_took_is_one_row() -> None:
-    # Node 1 (ids 1 mod 3) took 1..298, then skipped to 2002 while nodes 2 and 3
-    # took 299..2001 between them.
-    present = {x for x in range(1, 3001) if x % 3 == 1 and (x < 300 or x > 2000)}
-    present |= {x for x in range(1, 3001) if x % 3 != 1}
-    rows = list(by_class(1, 3000, 3, neighbours_of(present, 1, 3000, 3)))
-    assert rows == [Strided(301, 1999, 3, 1)]
