@@ -54,7 +54,7 @@ def limit_seconds(target: Target) -> tuple[float, float]:
             "INSERT INTO limit_lines (run_id, account, entity, resource_id, offering, unit,"
             " period_start, quantity, source) SELECT 'limit', account, entity, resource_id,"
             " '', COALESCE(unit, ''), DATE_FORMAT(period_start, '%Y-%m-%d %H:00:00'),"
-            " SUM(quantity), 'measure' FROM usage_events"
+            " SUM(quantity), 'measure' FROM usage_events WHERE period_start IS NOT NULL"
             " GROUP BY account, entity, resource_id, unit, DATE_FORMAT(period_start,"
             " '%Y-%m-%d %H:00:00')"
         )
