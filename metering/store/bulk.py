@@ -3,10 +3,11 @@ are written here as literals, elsewhere through the driver's executemany.
 
 Lines are most of what a run writes (550k for a day of 1M events). PyMySQL's
 executemany builds the same multi-row statement, but escapes each value through its
-generic converters: 200k lines took 8.2-8.8 s that way and 3.6-4.7 s with the values
-rendered here (one benchmark run, two each, interleaved; most of the difference is
-Python). The column types' own bind processors still convert every value first, so
-what is stored does not change; tests/test_bulk.py holds both paths to the same rows.
+generic converters: 200k lines took 4.4/5.2 s that way and 3.1/3.7 s with the values
+rendered here on a quiet machine (benchmarks/lines_insert.py, two each, interleaved),
+8.2/8.8 s against 3.6/4.7 s on a loaded one; the difference is Python. The column
+types' own bind processors still convert every value first, so what is stored does
+not change; tests/test_bulk.py holds both paths to the same rows.
 """
 
 from __future__ import annotations
