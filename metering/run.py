@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -351,11 +350,9 @@ class _Job:
         store_state.replace_gaps(conn, batch.gaps)
         store_state.save_resources(conn, saved)
         # Measure lines are made as they are written: at millions of events per hour
-        # they outnumber the others, and their Line objects need not all exist at once.
-        measure_lines = (
-            store_usage.measure_line(key, hour, closed[(key, hour)]) for key, hour in measure_keys
-        )
-        written = store_usage.insert_lines(conn, run_id, chain(measure_lines, lines))
+        # they outnumber the others.
+        written = store_usage.insert_measure_lines(conn, run_id, closed, measure_keys)
+        written += store_usage.insert_lines(conn, run_id, lines)
         store_runs.insert_findings(conn, run_id, wall, findings)
         # Lines for hours billed before this window: late events.
         corrections = 0

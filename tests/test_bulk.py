@@ -99,3 +99,20 @@ def test_statements_are_split_by_size_and_booleans_and_nulls_are_kept(
             )
         ).all()
     assert sorted(tuple(row) for row in stored) == sorted(rows)
+
+
+@pytest.mark.mariadb
+def test_remembered_renderings_survive_being_forgotten(
+    mariadb_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Text and times are rendered once per value and remembered; with room for three,
+    # the memory is emptied again and again while keys come back.
+    monkeypatch.setattr(bulk, "REMEMBERED", 3)
+    rows = [
+        ("run-1", f"acct-{i % 7}", "ip", f"10.0.0.{i % 5}", "", "byte",
+         datetime(2024, 1, 1, i % 4, tzinfo=UTC), Decimal(i * 1000), "measure")
+        for i in range(40)
+    ]  # fmt: skip
+    with mariadb_database.engine.begin() as conn:
+        assert bulk.insert_rows(conn, usage_lines, LINE_COLUMNS, rows) == 40
+    assert _stored(mariadb_database) == rows

@@ -21,28 +21,30 @@ from pymysql.constants import SERVER_STATUS
 from pymysql.converters import escape_string
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import String, TypeEngine
 
 from metering.store.types import UTCDateTime
 
 BATCH = 5000
 # Well under MariaDB's default max_allowed_packet (16 MB).
 STATEMENT_BYTES = 1_000_000
+# Renderings one column remembers (a few MB at most).
+REMEMBERED = 50_000
 
 
 def insert_rows(
     conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
     """Insert `rows` (values in `columns` order); returns how many."""
-    processors = [_processor(table.c[name].type, conn.dialect) for name in columns]
+    types = [table.c[name].type for name in columns]
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return _insert_literal(conn, table, columns, types, rows)
+    processors = [_processor(column_type, conn.dialect) for column_type in types]
 
     def bind(row: Sequence[Any]) -> list[Any]:
         return [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
 
-    bound = (bind(row) for row in rows)
-    if conn.dialect.name in ("mysql", "mariadb"):
-        return _insert_literal(conn, table, columns, bound)
-    return _insert_many(conn, table, columns, bound)
+    return _insert_many(conn, table, columns, (bind(row) for row in rows))
 
 
 def _insert_many(
@@ -76,7 +78,11 @@ def _insert_many(
 
 
 def _insert_literal(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[list[Any]]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    types: Sequence[TypeEngine[Any]],
+    rows: Iterable[Sequence[Any]],
 ) -> int:
     preparer = conn.dialect.identifier_preparer
     head = (
@@ -84,11 +90,12 @@ def _insert_literal(
         f"({', '.join(preparer.quote(name) for name in columns)}) VALUES "
     )
     literal = _literal_writer(conn)
+    renderers = [_renderer(column_type, conn.dialect, literal) for column_type in types]
     written = 0
     batch: list[str] = []
     size = 0
     for values in rows:
-        text = "(" + ",".join([literal(value) for value in values]) + ")"
+        text = "(" + ",".join([r(v) for r, v in zip(renderers, values, strict=True)]) + ")"
         batch.append(text)
         size += len(text) + 1
         if len(batch) == BATCH or size >= STATEMENT_BYTES:
@@ -97,6 +104,37 @@ def _insert_literal(
     if batch:
         written += _execute(conn, head, batch)
     return written
+
+
+def _renderer(
+    column_type: TypeEngine[Any], dialect: Dialect, literal: Callable[[Any], str]
+) -> Callable[[Any], str]:
+    """A column's value as literal SQL text, through its bind processor. Text and times
+    repeat across a run's lines (one run id, a few hours, a key per many lines): those
+    columns remember what they rendered, which halves the Python time per line."""
+    process = _processor(column_type, dialect)
+
+    def render(value: Any) -> str:
+        return literal(value if process is None else process(value))
+
+    if not isinstance(column_type, String | UTCDateTime):
+        return render
+    return _Remembered(render).__getitem__
+
+
+class _Remembered(dict[Any, str]):
+    """value -> its rendering, computed once; emptied when full, so a long run's
+    distinct keys never pile up."""
+
+    def __init__(self, render: Callable[[Any], str]) -> None:
+        super().__init__()
+        self.render = render
+
+    def __missing__(self, value: Any) -> str:
+        if len(self) >= REMEMBERED:
+            self.clear()
+        text = self[value] = self.render(value)
+        return text
 
 
 def _execute(conn: Connection, head: str, batch: list[str]) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
@@ -72,6 +74,26 @@ def insert_lines(conn: Connection, run_id: str, lines: Iterable[Line]) -> int:
         for line in lines
     )
     return insert_rows(conn, usage_lines, _LINE_COLUMNS, rows)
+
+
+def insert_measure_lines(
+    conn: Connection,
+    run_id: str,
+    sums: Mapping[tuple[QuantityKey, int], int],
+    keys: Iterable[tuple[QuantityKey, int]],
+) -> int:
+    """measure_line(key, hour, sums[(key, hour)]) for each of `keys`, written as
+    insert_lines writes it but without a Line apiece: a day of 1M events is ~550k."""
+    starts: dict[int, datetime] = {}
+
+    def row(key: QuantityKey, hour: int) -> tuple[Any, ...]:
+        start = starts.get(hour)
+        if start is None:
+            start = starts[hour] = from_ms(hour)
+        amount = Decimal(sums[(key, hour)])
+        return (run_id, key[0], key[1], key[2], "", key[3], start, amount, MEASURE)
+
+    return insert_rows(conn, usage_lines, _LINE_COLUMNS, (row(key, hour) for key, hour in keys))
 
 
 def billed_running(
