@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metering.store.keys import MANY
+from metering.store import state as store_state
+from metering.store.keys import MANY, key_table
 from tests.contract_model import expected
 from tests.support import Database, billed, insert_events, migrated, resource, run, t
 
@@ -41,3 +42,24 @@ def test_many_resources_late_events_and_a_dry_run(database_url: str, tmp_path: P
     # A backfill over the unchanged events finds nothing to write.
     outcome = run(engine, "2016-12-12T13:31Z", tmp_path, since=t("2016-12-12T10:00Z"))
     assert sum(r.lines_written for r in outcome.runs) == 0
+
+
+def test_key_queries_keep_their_cached_forms_chunk_after_chunk(database_url: str) -> None:
+    # SQLAlchemy keeps every compiled statement (up to 500): statements that took a new
+    # shape in each chunk made a week's catch-up hold ~25 MB more by its end.
+    engine = migrated(database_url)
+
+    def chunk(first: int, size: int) -> None:
+        keys = [("acct", "vm", f"vm-{i}") for i in range(first, first + size)]
+        with engine.begin() as conn:
+            store_state.resources(conn, keys)
+            with key_table(conn, keys) as outer, key_table(conn, keys[:1]) as inner:
+                assert outer.name != inner.name, "nested key tables are two tables"
+
+    for first, size in ((0, 3), (10, MANY + 20)):
+        chunk(first, size)
+    cached = len(engine._compiled_cache)  # type: ignore[attr-defined]
+    # Batches of 3 and 4 keys share an OR of four; more than MANY, one key table.
+    for first, size in ((100, 4), (200, 3), (400, MANY + 7), (900, 2 * MANY + 1)):
+        chunk(first, size)
+    assert len(engine._compiled_cache) == cached  # type: ignore[attr-defined]
