@@ -324,8 +324,8 @@ def scan_query(conn: Connection, lo: int, hi: int, within: Strided | None = None
             ev.c.account,
             ev.c.entity,
             ev.c.resource_id,
-            *_quantity_sums(conn),
             func.count(),
+            *_quantity_sums(conn),
         )
         .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
         # By alias: given the expressions, MariaDB evaluated them again for grouping
@@ -339,12 +339,12 @@ def scan_query(conn: Connection, lo: int, hi: int, within: Strided | None = None
     )  # fmt: skip
 
 
-def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
-    """SUM(quantity) as two sums that cannot overflow. MariaDB sums a BIGINT into a
-    DECIMAL, exactly; SQLite's integer SUM fails past 2^63 ("integer overflow": one
-    key's volume would stop every run), so it sums the high and low 32 bits apart."""
+def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ...]:
+    """SUM(quantity), as one sum or two that cannot overflow. MariaDB sums a BIGINT
+    into a DECIMAL, exactly; SQLite's integer SUM fails past 2^63 ("integer overflow":
+    one key's volume would stop every run), so it sums the high and low 32 bits apart."""
     if conn.dialect.name != "sqlite":
-        return func.sum(ev.c.quantity), literal(0)
+        return (func.sum(ev.c.quantity),)
     return (
         func.sum(ev.c.quantity.op(">>")(32)),
         func.sum(ev.c.quantity.op("&")(_LOW_BITS)),
@@ -363,18 +363,19 @@ def scan_range(
     so a window costs one primary-key range scan whatever its mix. Rows stream:
     memory follows the groups, not the rows."""
     query = scan_query(conn, lo, hi, within)
-    shift = 32 if conn.dialect.name == "sqlite" else 0
+    halves = conn.dialect.name == "sqlite"
     rows = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
-        rows += row[8]
+        rows += row[6]
         if row[0]:
             others.append(int(row[0]))
         else:
             # Entities and units repeat across thousands of groups: one string each.
             unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
             key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
-            sums[key] = sums.get(key, 0) + (int(row[6]) << shift) + int(row[7])
+            amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
+            sums[key] = sums.get(key, 0) + amount
     others.sort()
     return RangeScan(rows, others)
 
