@@ -620,7 +620,7 @@ def _read_new(
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
         elif scan.rows < hi - lo + 1:
-            kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
+            kept.extend(Gap(ids, seen) for ids in _gap_rows(conn, lo, hi))
         if scan.rows > len(scan.other_ids):
             # Summed by the database: periods within one hour.
             batch.max_period = max(batch.max_period, HOUR)
@@ -631,11 +631,21 @@ def _read_new(
     return batch
 
 
-def _missing(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
+def _gap_rows(conn: Connection, lo: int, hi: int) -> list[Strided]:
+    """The ids of [lo, hi] that hold no row, as few gap rows as fold or by_class
+    (by the session's id step and by the modulus the counts found) make of them."""
+    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
+    pieces = list(_missing(conn, lo, hi, classes))
+    moduli = {store_events.id_step(conn), classes[0].modulus if classes else 1}
+    return gaps_core.fewest(pieces, sorted(moduli))
+
+
+def _missing(
+    conn: Connection, lo: int, hi: int, classes: Sequence[gaps_core.IdClass]
+) -> Iterator[Strided]:
     """The ids of [lo, hi] that hold no row, ascending, as strided pieces: from the
     database's counts by block and residue where they tell it exactly (interleaved
     ids: one aggregate pass, never a row per hole), row by row elsewhere."""
-    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
     for start, end, dense in gaps_core.stretches(lo, hi, classes):
         if dense is None:
             yield from (Strided(a, b) for a, b in store_events.holes(conn, start, end))

@@ -462,6 +462,15 @@ def id_classes(conn: Connection, lo: int, hi: int) -> list[IdClass]:
     ]
 
 
+def id_step(conn: Connection) -> int:
+    """The session's auto_increment_increment: on a Galera node (with
+    wsrep_auto_increment_control) the cluster's size, each node's ids one residue
+    class of it; 1 where the server has none (SQLite)."""
+    if conn.dialect.name != "mysql":
+        return 1
+    return int(conn.exec_driver_sql("SELECT @@auto_increment_increment").scalar_one())
+
+
 def holes(conn: Connection, lo: int, hi: int) -> Iterator[tuple[int, int]]:
     """The id ranges within [lo, hi] that hold no row, in id order: a window over the
     primary key, so only the holes travel, not every id. Row by row in the database,
