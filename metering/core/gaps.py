@@ -202,6 +202,13 @@ def by_class(pieces: Iterable[Strided], modulus: int) -> list[Strided] | None:
             return None
     # Disjoint pieces: sorted by start, each class's members come in order.
     items.sort(key=lambda s: s.id_from)
+    return rows_of_runs(_class_runs(items, modulus), modulus)
+
+
+def rows_of_runs(runs: Iterable[tuple[int, int]], modulus: int) -> list[Strided]:
+    """Runs (first, last) of missing ids of one class each (first, first + modulus,
+    ..., last), disjoint and sorted by first, as rows: a run each, those of adjacent
+    classes joined where they end alike."""
     out: list[Strided] = []
     # Runs of classes starting at a, a + 1, ..., a + k - 1 (k <= modulus) are one row
     # strided(a, last, modulus, k) if each ends at its class's last id up to the
@@ -221,12 +228,45 @@ def by_class(pieces: Iterable[Strided], modulus: int) -> list[Strided] | None:
             out.append(strided(group[0][0], max(e for _, e in group), modulus, len(group)))
             group.clear()
 
-    for first, last in _class_runs(items, modulus):
+    for first, last in runs:
         if not (group and len(group) < modulus and first == group[-1][0] + 1 and fits(first, last)):
             flush()
         group.append((first, last))
     flush()
     return _join_ranges(sorted(out, key=lambda s: s.id_from))
+
+
+def missing_runs(
+    lo: int, hi: int, modulus: int, present: Iterable[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The runs of missing ids of each class mod `modulus` in [lo, hi], sorted by
+    first, given every id present there as runs (first, last) of one class each
+    (first, first + modulus, ..., last): per class, what lies between its runs."""
+    by_residue: dict[int, list[tuple[int, int]]] = {r: [] for r in range(modulus)}
+    for first, last in present:
+        by_residue[first % modulus].append((first, last))
+    out: list[tuple[int, int]] = []
+    for residue, runs in by_residue.items():
+        # The class's first member at or after lo; then each run's next member.
+        expected = lo + (residue - lo) % modulus
+        for first, last in sorted(runs):
+            if first > expected:
+                out.append((expected, first - modulus))
+            expected = max(expected, last + modulus)
+        if expected <= hi:
+            out.append((expected, expected + (hi - expected) // modulus * modulus))
+    return sorted(out)
+
+
+def present_runs(ids: Iterable[int], modulus: int) -> list[tuple[int, int]]:
+    """Ascending ids of one class mod `modulus` as its runs (first, last)."""
+    runs: list[tuple[int, int]] = []
+    for x in ids:
+        if runs and runs[-1][1] + modulus == x:
+            runs[-1] = (runs[-1][0], x)
+        else:
+            runs.append((x, x))
+    return runs
 
 
 def _join_ranges(rows: list[Strided]) -> list[Strided]:

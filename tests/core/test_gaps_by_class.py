@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.core.gaps import Strided, by_class, fewest, fold
+from metering.core.gaps import (
+    Strided,
+    by_class,
+    fewest,
+    fold,
+    missing_runs,
+    present_runs,
+    rows_of_runs,
+)
 from tests.core.test_gaps import canonical, members, runs_of
 
 PROPERTIES = settings(max_examples=300, deadline=None)
@@ -132,3 +140,46 @@ def test_single_row_inserts_cost_a_row_per_run_of_a_class(
     regrouped = by_class(folded, 3)
     if regrouped is not None:
         assert_exact(regrouped, missing)
+
+
+@PROPERTIES
+@given(
+    st.lists(
+        st.tuples(
+            st.frozensets(st.integers(0, 2), max_size=3),
+            st.integers(1, 600),
+            st.frozensets(st.integers(0, 599), max_size=8),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.sets(st.integers(1, 6000), max_size=20),
+    st.integers(1, 6),
+    st.integers(1, 40),
+    st.integers(0, 30),
+)
+def test_missing_runs_from_counted_groups_are_the_missing_ids(
+    segments: list[tuple[frozenset[int], int, frozenset[int]]],
+    burnt: set[int],
+    modulus: int,
+    members: int,
+    margin: int,
+) -> None:
+    """What run._gap_rows_by_class does with the database's counts: dense groups as
+    runs, the other groups' ids read, the classes' runs between them missing."""
+    present = single_row_inserts(segments) - burnt
+    lo, hi = 1 + margin, sum(length for _, length, _ in segments) + margin
+    present = {x for x in present if lo <= x <= hi}
+    missing = set(range(lo, hi + 1)) - present
+    groups: dict[tuple[int, int], list[int]] = {}
+    for x in sorted(present):
+        groups.setdefault((x // (modulus * members), x % modulus), []).append(x)
+    runs: list[tuple[int, int]] = []
+    for xs in groups.values():
+        if len(xs) == (xs[-1] - xs[0]) // modulus + 1:
+            runs.append((xs[0], xs[-1]))
+        else:
+            runs.extend(present_runs(xs, modulus))
+    rows = rows_of_runs(missing_runs(lo, hi, modulus, runs), modulus)
+    assert_exact(rows, missing)
+    assert len(rows) <= class_runs(missing, modulus)
