@@ -38,9 +38,13 @@ from run import Target, child_env, iso, machine, parse_size, spawn  # noqa: E402
 
 START = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp()) * 1000
 GRACE_MARGIN_MS = 31 * 60_000  # --now = hour end + 31 min: the hour is just closed
+# ingested_at is a parameter, not NOW(3): pymysql's executemany joins the rows into
+# multi-row INSERTs only when VALUES holds placeholders alone; with NOW(3) it sent one
+# INSERT per row (up to galera-20261201T181820Z.json), which on a cluster interleaves
+# ids row by row (see --single-row).
 INSERT_SQL = (
     f"INSERT INTO usage_events ({', '.join(COLUMNS)}, ingested_at) "
-    f"VALUES ({', '.join(['%s'] * len(COLUMNS))}, NOW(3))"
+    f"VALUES ({', '.join(['%s'] * (len(COLUMNS) + 1))})"
 )
 
 
@@ -61,9 +65,13 @@ def connect(url: str) -> Any:
     )
 
 
-def ingest(urls: Sequence[str], rows: Sequence[generate.Row], batch: int) -> float:
+def ingest(
+    urls: Sequence[str], rows: Sequence[generate.Row], batch: int, single_row: bool = False
+) -> float:
     """Rows in batches of `batch`, batch i through urls[i % len(urls)], one thread per
-    URL (each its own producer); wall seconds."""
+    URL (each its own producer), a transaction per batch: multi-row INSERTs (pymysql
+    cuts a batch into statements of up to 1 MB), or with single_row one INSERT per row;
+    wall seconds."""
     shares: list[list[Sequence[generate.Row]]] = [[] for _ in urls]
     for i, first in enumerate(range(0, len(rows), batch)):
         shares[i % len(urls)].append(rows[first : first + batch])
@@ -75,7 +83,13 @@ def ingest(urls: Sequence[str], rows: Sequence[generate.Row], batch: int) -> flo
             try:
                 with conn.cursor() as cur:
                     for chunk in batches:
-                        cur.executemany(INSERT_SQL, chunk)
+                        now = datetime.now(UTC).replace(tzinfo=None)
+                        values = [(*row, now) for row in chunk]
+                        if single_row:
+                            for one in values:
+                                cur.execute(INSERT_SQL, one)
+                        else:
+                            cur.executemany(INSERT_SQL, values)
                         conn.commit()
             finally:
                 conn.close()
@@ -126,10 +140,10 @@ def measure(
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-galera-{label}-"))
     lock = workdir / "metering.lock"
     # One billed hour before: the measured run is an hourly run, not a first one.
-    ingest(ingest_urls, world.history_hour(START), args.batch)
+    ingest(ingest_urls, world.history_hour(START), args.batch, args.single_row)
     bill(target.url, hour + GRACE_MARGIN_MS, lock)
     rows = world.measured_hour(hour, args.events)
-    ingest_s = ingest(ingest_urls, rows, args.batch)
+    ingest_s = ingest(ingest_urls, rows, args.batch, args.single_row)
     del rows
     seconds, rss, summary = bill(target.url, hour + HOUR + GRACE_MARGIN_MS, lock)
     lo, hi, stored = target.query(
@@ -144,6 +158,7 @@ def measure(
     cell = {
         "target": label,
         "nodes_ingesting": len(ingest_urls),
+        "inserts": "single-row" if args.single_row else "multi-row",
         "events": args.events,
         "events_stored": int(stored),
         "id_span": int(hi) - int(lo) + 1,
@@ -192,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a single MariaDB server URL (default $METERING_TEST_MYSQL_URL)",
     )
     parser.add_argument("--batch", type=int, default=2_000, help="rows per INSERT transaction")
+    parser.add_argument(
+        "--single-row",
+        action="store_true",
+        help="one INSERT per row (a producer without multi-row INSERTs); ids then "
+        "interleave row by row on the cluster",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")

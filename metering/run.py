@@ -617,7 +617,7 @@ def _read_new(
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
         elif scan.rows < hi - lo + 1:
-            kept.extend(Gap(ids, seen) for ids in gaps_core.fold(_missing(conn, lo, hi)))
+            kept.extend(Gap(ids, seen) for ids in _gap_rows(conn, lo, hi))
         if scan.rows > len(scan.other_ids):
             # Summed by the database: periods within one hour.
             batch.max_period = max(batch.max_period, HOUR)
@@ -628,11 +628,46 @@ def _read_new(
     return batch
 
 
-def _missing(conn: Connection, lo: int, hi: int) -> Iterator[Strided]:
+def _gap_rows(conn: Connection, lo: int, hi: int) -> list[Strided]:
+    """The ids of [lo, hi] that hold no row, as few gap rows."""
+    step = store_events.id_step(conn)
+    if step > 1:
+        return _gap_rows_by_class(conn, lo, hi, step)
+    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
+    pieces = list(_missing(conn, lo, hi, classes))
+    return gaps_core.fewest(pieces, [classes[0].modulus] if classes else [])
+
+
+# Ids of one class per counted group, on a cluster. Measured on a 3-node cluster at
+# 1M events (benchmarks/galera.py's hour): 16 gave 63k groups and a 1.0 s aggregate,
+# 64 gave 16k groups in 0.6 s with ~330 groups to read (6k ids, 0.14 s), 256 read
+# 36k ids: the lone ids another node's single-row INSERTs leave rarely share a group.
+CLASS_GROUP_MEMBERS = 64
+
+
+def _gap_rows_by_class(conn: Connection, lo: int, hi: int, step: int) -> list[Strided]:
+    """On a cluster (ids in steps of the session's auto_increment_increment, each
+    node one residue class): the database counts the ids per small block and class
+    in one aggregate pass; a dense count is a run of its class as it stands, and
+    only the ids of the other groups are read (one class of a few dozen ids each).
+    Each class's missing ids are then what lies between its runs, and those become
+    rows (gaps_core.rows_of_runs). Row by row, the holes' LAG, sweeping and folding
+    took ~60% of a 1M-event run on a 3-node cluster (benchmarks/galera.py)."""
+    groups = store_events.id_classes(conn, lo, hi, step * CLASS_GROUP_MEMBERS, step)
+    present = [(g.first, g.last) for g in groups if g.dense]
+    irregular = [Strided(g.first, g.last, step, 1) for g in groups if not g.dense]
+    ids = store_events.present_in(conn, irregular)
+    for residue in range(step):
+        present.extend(gaps_core.present_runs((x for x in ids if x % step == residue), step))
+    return gaps_core.rows_of_runs(gaps_core.missing_runs(lo, hi, step, present), step)
+
+
+def _missing(
+    conn: Connection, lo: int, hi: int, classes: Sequence[gaps_core.IdClass]
+) -> Iterator[Strided]:
     """The ids of [lo, hi] that hold no row, ascending, as strided pieces: from the
     database's counts by block and residue where they tell it exactly (interleaved
     ids: one aggregate pass, never a row per hole), row by row elsewhere."""
-    classes = gaps_core.coarsen(store_events.id_classes(conn, lo, hi))
     for start, end, dense in gaps_core.stretches(lo, hi, classes):
         if dense is None:
             yield from (Strided(a, b) for a, b in store_events.holes(conn, start, end))

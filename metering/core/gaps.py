@@ -152,6 +152,147 @@ def fold(pieces: Iterable[Strided]) -> Iterator[Strided]:
     yield from open_rows
 
 
+def _class_runs(pieces: Iterable[Strided], modulus: int) -> list[tuple[int, int]]:
+    """The pieces' ids by residue mod `modulus`, as maximal runs (first, last) of each
+    class's consecutive members (first, first + modulus, ..., last), by first. Only
+    contiguous pieces and pieces of step `modulus` split into whole runs of a class;
+    the caller checks the pieces are so."""
+    open_runs: dict[int, tuple[int, int]] = {}
+    runs: list[tuple[int, int]] = []
+    for piece in pieces:
+        for first in range(
+            piece.id_from,
+            min(piece.id_from + _block_width(piece), piece.id_from + modulus, piece.id_to + 1),
+        ):
+            last = first + (piece.id_to - first) // modulus * modulus
+            run = open_runs.get(first % modulus)
+            if run is not None and run[1] + modulus == first:
+                open_runs[first % modulus] = (run[0], last)
+            else:
+                if run is not None:
+                    runs.append(run)
+                open_runs[first % modulus] = (first, last)
+    runs.extend(open_runs.values())
+    return sorted(runs)
+
+
+def by_class(pieces: Iterable[Strided], modulus: int) -> list[Strided] | None:
+    """The union of disjoint pieces (ascending, as fold takes them) as one row per
+    run of missing ids of one residue class mod `modulus`, the runs of adjacent
+    classes over the same span joined (one row of width 2 where two of three nodes
+    skipped the same stretch); None if a piece's step is not a multiple of
+    `modulus`, which classes alone do not describe.
+
+    Where a cluster's nodes take their ids row by row (single-row INSERTs), a node's
+    ids land one by one among another node's burst, and each cuts its class's run
+    in two: fold's progressions then break at every one, a class's run does not.
+    """
+    items: list[Strided] = []
+    for piece in pieces:
+        if piece.contiguous or piece.step == modulus:
+            items.append(piece)
+        elif piece.step % modulus == 0:
+            # A coarser period than the cluster's (a sweep under a finer modulus):
+            # each block is a range of its own to the classes.
+            items.extend(
+                Strided(block, min(block + piece.width - 1, piece.id_to))
+                for block in range(piece.id_from, piece.id_to + 1, piece.step)
+            )
+        else:
+            return None
+    # Disjoint pieces: sorted by start, each class's members come in order.
+    items.sort(key=lambda s: s.id_from)
+    return rows_of_runs(_class_runs(items, modulus), modulus)
+
+
+def rows_of_runs(runs: Iterable[tuple[int, int]], modulus: int) -> list[Strided]:
+    """Runs (first, last) of missing ids of one class each (first, first + modulus,
+    ..., last), disjoint and sorted by first, as rows: a run each, those of adjacent
+    classes joined where they end alike."""
+    out: list[Strided] = []
+    # Runs of classes starting at a, a + 1, ..., a + k - 1 (k <= modulus) are one row
+    # strided(a, last, modulus, k) if each ends at its class's last id up to the
+    # group's last: blocks of k ids, the last block maybe partial (so a range's
+    # three classes are the range again).
+    group: list[tuple[int, int]] = []
+
+    def fits(first: int, last: int) -> bool:
+        top = max(last, group[-1][1])
+        return all(
+            end == start + (top - start) // modulus * modulus
+            for start, end in (*group, (first, last))
+        )
+
+    def flush() -> None:
+        if group:
+            out.append(strided(group[0][0], max(e for _, e in group), modulus, len(group)))
+            group.clear()
+
+    for first, last in runs:
+        if not (group and len(group) < modulus and first == group[-1][0] + 1 and fits(first, last)):
+            flush()
+        group.append((first, last))
+    flush()
+    return _join_ranges(sorted(out, key=lambda s: s.id_from))
+
+
+def missing_runs(
+    lo: int, hi: int, modulus: int, present: Iterable[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The runs of missing ids of each class mod `modulus` in [lo, hi], sorted by
+    first, given every id present there as runs (first, last) of one class each
+    (first, first + modulus, ..., last): per class, what lies between its runs."""
+    by_residue: dict[int, list[tuple[int, int]]] = {r: [] for r in range(modulus)}
+    for first, last in present:
+        by_residue[first % modulus].append((first, last))
+    out: list[tuple[int, int]] = []
+    for residue, runs in by_residue.items():
+        # The class's first member at or after lo; then each run's next member.
+        expected = lo + (residue - lo) % modulus
+        for first, last in sorted(runs):
+            if first > expected:
+                out.append((expected, first - modulus))
+            expected = max(expected, last + modulus)
+        if expected <= hi:
+            out.append((expected, expected + (hi - expected) // modulus * modulus))
+    return sorted(out)
+
+
+def present_runs(ids: Iterable[int], modulus: int) -> list[tuple[int, int]]:
+    """Ascending ids of one class mod `modulus` as its runs (first, last)."""
+    runs: list[tuple[int, int]] = []
+    for x in ids:
+        if runs and runs[-1][1] + modulus == x:
+            runs[-1] = (runs[-1][0], x)
+        else:
+            runs.append((x, x))
+    return runs
+
+
+def _join_ranges(rows: list[Strided]) -> list[Strided]:
+    """Touching contiguous ranges as one (a run of every class is a range)."""
+    out: list[Strided] = []
+    for row in rows:
+        if out and out[-1].contiguous and row.contiguous and out[-1].id_to + 1 == row.id_from:
+            out[-1] = Strided(out[-1].id_from, row.id_to)
+        else:
+            out.append(row)
+    return out
+
+
+def fewest(pieces: Iterable[Strided], moduli: Iterable[int]) -> list[Strided]:
+    """The union of disjoint pieces (ascending) as fold's rows or by_class's for one
+    of `moduli`, whichever are fewest (fold's on a tie)."""
+    items = list(pieces)
+    best = list(fold(items))
+    for modulus in moduli:
+        if modulus > 1:
+            rows = by_class(items, modulus)
+            if rows is not None and len(rows) < len(best):
+                best = rows
+    return best
+
+
 def restrict(s: Strided, lo: int, hi: int) -> list[Strided]:
     """The members of s within [lo, hi], ascending: at most a partial first block,
     the whole blocks and a partial last block."""

@@ -444,13 +444,16 @@ def events_by_id(conn: Connection, ids: Sequence[int]) -> Iterator[RawEvent]:
             yield _raw(row)
 
 
-def id_classes(conn: Connection, lo: int, hi: int) -> list[IdClass]:
+def id_classes(
+    conn: Connection, lo: int, hi: int, block: int = BLOCK, modulus: int = RESIDUES
+) -> list[IdClass]:
     """The ids present in [lo, hi], counted by block and residue (metering/core/gaps.py):
-    one aggregate pass over the primary-key range, a few thousand groups a million ids."""
+    one aggregate pass over the primary-key range, a few thousand groups a million ids
+    (by default)."""
     query = (
         select(
-            (ev.c.id // BLOCK).label("g_block"),
-            (ev.c.id % RESIDUES).label("g_residue"),
+            (ev.c.id // block).label("g_block"),
+            (ev.c.id % modulus).label("g_residue"),
             func.count(),
             func.min(ev.c.id),
             func.max(ev.c.id),
@@ -459,8 +462,18 @@ def id_classes(conn: Connection, lo: int, hi: int) -> list[IdClass]:
         .group_by(literal_column("g_block"), literal_column("g_residue"))
     )
     return [
-        IdClass(int(b), int(r), int(n), int(f), int(t)) for b, r, n, f, t in conn.execute(query)
+        IdClass(int(b), int(r), int(n), int(f), int(t), modulus)
+        for b, r, n, f, t in conn.execute(query)
     ]
+
+
+def id_step(conn: Connection) -> int:
+    """The session's auto_increment_increment: on a Galera node (with
+    wsrep_auto_increment_control) the cluster's size, each node's ids one residue
+    class of it; 1 where the server has none (SQLite)."""
+    if conn.dialect.name != "mysql":
+        return 1
+    return int(conn.exec_driver_sql("SELECT @@auto_increment_increment").scalar_one())
 
 
 def holes(conn: Connection, lo: int, hi: int) -> Iterator[tuple[int, int]]:
