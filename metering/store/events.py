@@ -471,7 +471,7 @@ def id_step(conn: Connection) -> int:
     """The session's auto_increment_increment: on a Galera node (with
     wsrep_auto_increment_control) the cluster's size, each node's ids one residue
     class of it; 1 where the server has none (SQLite)."""
-    if conn.dialect.name != "mysql":
+    if conn.dialect.name == "sqlite":
         return 1
     return int(conn.exec_driver_sql("SELECT @@auto_increment_increment").scalar_one())
 
