@@ -14,13 +14,17 @@ from metering.timeutil import from_ms
 
 
 def read_histories(
-    conn: Connection, keys: Sequence[ResourceKey], since: int | None = None
+    conn: Connection,
+    keys: Sequence[ResourceKey],
+    since: int | None = None,
+    up_to_id: int | None = None,
 ) -> tuple[dict[ResourceKey, list[ResourceEvent]], dict[int, str]]:
-    """Each resource's valid events (all, or from `since`), and event ids by row id."""
+    """Each resource's valid events (all, or from `since`; of ids up to `up_to_id`,
+    if given), and event ids by row id."""
     histories: dict[ResourceKey, list[ResourceEvent]] = {}
     names: dict[int, str] = {}
     after = None if since is None else from_ms(since)
-    for key, rows in store_events.resource_history(conn, keys, after).items():
+    for key, rows in store_events.resource_history(conn, keys, after, up_to_id).items():
         valid: list[ResourceEvent] = []
         for row in rows:
             checked = validate(row)

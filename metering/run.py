@@ -329,7 +329,7 @@ class _Job:
         store_usage.add_pending(conn, billing.take_open(closed, h1))
         measure_keys = sorted(key for key, amount in closed.items() if amount)
         # Resources: re-derive the ones something happened to, continue the others.
-        touched, saved = self._resources(conn, batch, h0, h1, lines, findings)
+        touched, saved = self._resources(conn, batch, h0, h1, top, lines, findings)
         if h0 is not None:
             lines.extend(
                 store_usage.running_line(key, offering, hour, ms)
@@ -387,10 +387,14 @@ class _Job:
         batch: _Batch,
         h0: int | None,
         h1: int,
+        top: int,
         lines: list[Line],
         findings: list[Finding],
     ) -> tuple[frozenset[ResourceKey], list[StoredResource]]:
-        """Gather, plan (metering/core/resources.py), and hand back what to write."""
+        """Gather, plan (metering/core/resources.py), and hand back what to write.
+        Histories stop at the window's last id, like every other read of the chunk:
+        what a chunk bills follows from the events up to its watermark, and a later
+        window's events reach it as late ones (corrections), never before."""
         new = batch.resources
         pending = store_state.pending_resources(conn, h1) if h0 is not None else []
         keys, future_only = resources.touched(new, pending, h1)
@@ -399,7 +403,7 @@ class _Job:
         if not keys:
             return frozenset(), saved
         plan = resources.classify(keys, future_only, new, stored, h0)
-        histories, names = read_histories(conn, plan.late)
+        histories, names = read_histories(conn, plan.late, up_to_id=top)
         names.update(batch.names)
         if h0 is not None and plan.recent:
             # Most resources continued from their state know no event from h0 on but
@@ -407,7 +411,7 @@ class _Job:
             histories.update(resources.known_since(plan.recent, new, stored))
             others = resources.unknown_since(plan.recent, stored)
             if others:
-                recent_events, recent_names = read_histories(conn, others, since=h0)
+                recent_events, recent_names = read_histories(conn, others, since=h0, up_to_id=top)
                 histories.update(recent_events)
                 names.update(recent_names)
         first_hours = resources.starts(plan, histories, new, h0)

@@ -6,19 +6,32 @@ later window's events belong to: those come back as corrections.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from metering import run as run_module
 from metering.core.billing import next_window, window_end
 from metering.core.events import HOUR, MIN_TIME
+from metering.store.schema import usage_lines
 from tests.contract_model import expected
-from tests.support import PROPERTY_SETTINGS, Database, billed, run
+from tests.support import (
+    PROPERTY_SETTINGS,
+    Database,
+    billed,
+    insert_events,
+    measure,
+    migrated,
+    resource,
+    run,
+    t,
+)
 from tests.test_run_properties import (
     SPAN_HOURS,
     T0,
@@ -121,3 +134,40 @@ def test_the_next_window_holds_about_the_part_budget() -> None:
     assert next_window(200_000, 200_000, 0, 100_000, (1, 10**7)) == 10**7
     assert next_window(200_000, 0, 0, 100_000, (1, 10**7)) == 200_000
     assert next_window(5, 5, 50, 100_000, (20_000, 10**7)) == 20_000
+
+
+def test_a_window_bills_only_from_events_up_to_its_last_id(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop stored before its VM's create (a producer out of order), the two in
+    # different windows of a first run: the window holding only the stop bills
+    # nothing for the VM (its history read stops at the window's last id); the window
+    # that reads the create bills the span as a late event. Reading the create early
+    # made a committed chunk disagree with the events its watermark says it read.
+    engine = migrated(database_url)
+    starts = [datetime(2016, 12, 12, 3, tzinfo=UTC) + timedelta(minutes=30 * i) for i in range(12)]
+    filler = [
+        measure(f"m{i}", 10, start.isoformat(), (start + timedelta(minutes=1)).isoformat())
+        for i, start in enumerate(starts)
+    ]
+    # Windows of 5 ids: 1-5 (filler to 05:00), 6-10 (filler to 07:00 and, as id 8, the
+    # stop at 05:28), 11-14 (the create at 05:10, id 14).
+    insert_events(engine, filler[:7])
+    insert_events(engine, [resource("stop", "stop", "2016-12-12T05:28:00Z")])
+    insert_events(engine, filler[7:])
+    insert_events(engine, [resource("create", "create", "2016-12-12T05:10:00Z", offering="l")])
+    monkeypatch.setattr(run_module, "ID_WINDOW", 5)
+    monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (5, 5))
+    outcome = run(engine, "2016-12-12T09:31Z", tmp_path)
+    windows = [(r.first_event_id, r.last_event_id) for r in outcome.runs]
+    assert windows == [(1, 5), (6, 10), (11, 14)], windows
+    with engine.connect() as conn:
+        writers = set(
+            conn.execute(
+                select(usage_lines.c.run_id).where(usage_lines.c.resource_id == "vm-1")
+            ).scalars()
+        )
+    assert writers == {outcome.runs[2].run_id}, writers
+    assert billed(engine)[("acme", "vm", "vm-1", "l", "second", t("2016-12-12T05:00Z"))] == (
+        Decimal(18 * 60)
+    )

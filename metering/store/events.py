@@ -537,14 +537,20 @@ def _text_slack(conn: Connection) -> timedelta:
 
 
 def resource_history(
-    conn: Connection, keys: Sequence[ResourceKey], since: datetime | None = None
+    conn: Connection,
+    keys: Sequence[ResourceKey],
+    since: datetime | None = None,
+    up_to_id: int | None = None,
 ) -> dict[ResourceKey, list[RawEvent]]:
-    """Resource events of these resources (all, or those at or after `since`), through
-    the (account, entity, resource_id, occurred_at) index."""
+    """Resource events of these resources (all, or those at or after `since`; of ids
+    up to `up_to_id`, if given), through the (account, entity, resource_id,
+    occurred_at) index."""
     found: dict[ResourceKey, list[RawEvent]] = {key: [] for key in keys}
 
     def read(query: Select[Any]) -> None:
         query = query.where(ev.c.kind == "resource")
+        if up_to_id is not None:
+            query = query.where(ev.c.id <= up_to_id)
         if since is not None:
             query = query.where(ev.c.occurred_at >= since - _text_slack(conn))
         for row in conn.execute(query):
