@@ -106,18 +106,23 @@ def test_by_class_holds_exactly_the_missing_ids(missing: set[int], modulus: int)
     assert_exact(fewest(runs_of(missing), [modulus]), missing)
 
 
+# Single-row inserts of three nodes (see single_row_inserts), and ids burnt by rollbacks.
+SEGMENTS = st.lists(
+    st.tuples(
+        st.frozensets(st.integers(0, 2), max_size=3),
+        st.integers(1, 600),
+        st.frozensets(st.integers(0, 599), max_size=8),
+    ),
+    min_size=1,
+    max_size=10,
+)
+BURNT = st.sets(st.integers(1, 6000), max_size=20)
+
+
 @PROPERTIES
 @given(
-    st.lists(
-        st.tuples(
-            st.frozensets(st.integers(0, 2), max_size=3),
-            st.integers(1, 600),
-            st.frozensets(st.integers(0, 599), max_size=8),
-        ),
-        min_size=1,
-        max_size=10,
-    ),
-    st.sets(st.integers(1, 6000), max_size=20),
+    SEGMENTS,
+    BURNT,
 )
 def test_single_row_inserts_cost_a_row_per_run_of_a_class(
     segments: list[tuple[frozenset[int], int, frozenset[int]]], burnt: set[int]
@@ -144,16 +149,8 @@ def test_single_row_inserts_cost_a_row_per_run_of_a_class(
 
 @PROPERTIES
 @given(
-    st.lists(
-        st.tuples(
-            st.frozensets(st.integers(0, 2), max_size=3),
-            st.integers(1, 600),
-            st.frozensets(st.integers(0, 599), max_size=8),
-        ),
-        min_size=1,
-        max_size=10,
-    ),
-    st.sets(st.integers(1, 6000), max_size=20),
+    SEGMENTS,
+    BURNT,
     st.integers(1, 6),
     st.integers(1, 40),
     st.integers(0, 30),
