@@ -25,7 +25,15 @@ from sqlalchemy.engine import Connection
 from metering import logs
 from metering.core import billing, resources
 from metering.core import gaps as gaps_core
-from metering.core.events import HOUR, Measure, Rejection, ResourceEvent, ResourceKey, validate
+from metering.core.events import (
+    HOUR,
+    Measure,
+    RawEvent,
+    Rejection,
+    ResourceEvent,
+    ResourceKey,
+    validate,
+)
 from metering.core.gaps import Strided
 from metering.core.resources import StoredResource
 from metering.core.slicing import hour_of, split_measure
@@ -36,6 +44,7 @@ from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
 from metering.scratch import sqlite_copy
 from metering.store import events as store_events
+from metering.store import measure_lines as store_lines
 from metering.store import retention as store_retention
 from metering.store import runs as store_runs
 from metering.store import state as store_state
@@ -300,7 +309,8 @@ class _Job:
         if h0 == self.until and newest <= mark.last_event_id and not gaps:
             return None
         top = newest
-        if h0 is None or self.until - h0 > SHORT_BACKLOG:
+        catching_up = h0 is None or self.until - h0 > SHORT_BACKLOG
+        if catching_up:
             top = min(newest, mark.last_event_id + self.id_window)
         running: list[StoredResource] = []
         if h0 is None:
@@ -316,7 +326,14 @@ class _Job:
             h1 = billing.window_end(h0, h1, store_events.time_at_id(conn, top))
 
         self.pause("read")
-        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag)
+        # Catching up, the database sums a window's simple measures into lines itself,
+        # up to the row before the newest (store/measure_lines.py says why not that
+        # one). Its locking read costs more per row than the range scan's (4.4 s
+        # against 2.5 s for a busy hour's 1M rows), which pays where each key's hour
+        # holds a few rows, as in a backlog of hours; an hour of per-minute measures
+        # holds ~60, and fetching those sums costs little (benchmarks/README.md).
+        server = newest - 1 if catching_up and store_lines.available(conn) else None
+        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag, server)
         if h0 == h1 and batch.read == 0:
             return None
 
@@ -327,7 +344,6 @@ class _Job:
         closed = batch.parts
         billing.add_parts(closed, store_usage.take_pending(conn, h1))
         store_usage.add_pending(conn, billing.take_open(closed, h1))
-        measure_keys = sorted(key for key, amount in closed.items() if amount)
         # Resources: re-derive the ones something happened to, continue the others.
         touched, saved = self._resources(conn, batch, h0, h1, top, lines, findings)
         if h0 is not None:
@@ -338,6 +354,7 @@ class _Job:
 
         self.pause("write")
         run_id = _scheduled_id(h0, h1, mark)
+        # First: a concurrent run that got this far waits here, then finds it moved.
         store_state.advance_watermark(
             conn,
             mark,
@@ -349,16 +366,13 @@ class _Job:
         )
         store_state.replace_gaps(conn, batch.gaps)
         store_state.save_resources(conn, saved)
-        # Measure lines are made as they are written: at millions of events per hour
-        # they outnumber the others.
-        written = store_usage.insert_measure_lines(conn, run_id, closed, measure_keys)
-        written += store_usage.insert_lines(conn, run_id, lines)
+        measures = _write_measures(conn, run_id, batch.summed_range, closed, h0, h1)
+        written = measures.written + store_usage.insert_lines(conn, run_id, lines)
         store_runs.insert_findings(conn, run_id, wall, findings)
         # Lines for hours billed before this window: late events.
-        corrections = 0
+        corrections = measures.corrections
         if h0 is not None:
-            corrections = sum(1 for line in lines if line.hour < h0)
-            corrections += sum(1 for _, hour in measure_keys if hour < h0)
+            corrections += sum(1 for line in lines if line.hour < h0)
         result = ChunkResult(
             run_id=run_id,
             kind=SCHEDULED,
@@ -375,7 +389,11 @@ class _Job:
             more=top < newest,
         )
         self.id_window = billing.next_window(
-            self.id_window, top - mark.last_event_id, batch.groups, PART_BUDGET, ID_WINDOW_LIMITS
+            self.id_window,
+            top - mark.last_event_id,
+            batch.groups + measures.summed,
+            PART_BUDGET,
+            ID_WINDOW_LIMITS,
         )
         store_runs.insert_run(conn, self._run_record(result, wall))
         self.pause("commit")
@@ -571,6 +589,8 @@ class _Batch:
     gaps: list[Gap] = field(default_factory=list)
     max_period: int = 0
     groups: int = 0  # measure parts the window's reading held
+    # Ids whose simple measures the database sums itself when the chunk writes.
+    summed_range: tuple[int, int] | None = None
 
 
 def _read_new(
@@ -580,7 +600,10 @@ def _read_new(
     gaps: Sequence[Gap],
     wall: datetime,
     settle_lag: timedelta,
+    server: int | None = None,
 ) -> _Batch:
+    """`server`, if given: the highest id up to which the database may sum the
+    window's simple measures itself (_write_measures); the rest is read here."""
     batch = _Batch()
     parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
@@ -597,26 +620,25 @@ def _read_new(
         (g.ids, g.ids.id_from, g.ids.id_to, g.first_seen_at) for g in gaps if g.ids in found
     ]
     kept.extend(g for g in gaps if g.ids not in found)
-    if top > mark.last_event_id:
-        ranges.append((None, mark.last_event_id + 1, top, wall))
+    lo = mark.last_event_id + 1
+    if server is not None and top >= lo:
+        dense = store_lines.dense_end(conn, lo, min(top, server))
+        if dense >= lo:
+            alone = 0
+            for raw in store_events.read_alone(conn, lo, dense):
+                _take(raw, batch, parts)
+                alone += 1
+            batch.summed_range = (lo, dense)
+            batch.read += dense - lo + 1
+            if alone < dense - lo + 1:
+                batch.max_period = max(batch.max_period, HOUR)
+            lo = dense + 1
+    if top >= lo:
+        ranges.append((None, lo, top, wall))
     for within, lo, hi, seen in ranges:
         scan = store_events.scan_range(conn, lo, hi, parts, within)
         for raw in store_events.events_by_id(conn, scan.other_ids):
-            checked = validate(raw)
-            if isinstance(checked, Rejection):
-                batch.rejections.append(
-                    Finding(checked.id, checked.event_id, REJECTED, checked.reason)
-                )
-            elif isinstance(checked, ResourceEvent):
-                batch.resources[checked.key].append(checked)
-                batch.names[checked.id] = raw.event_id
-            else:
-                # Split as they come: a window may hold many, none is needed twice.
-                for hour, amount in split_measure(
-                    checked.quantity, checked.period_start, checked.period_end
-                ):
-                    parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
-                batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
+            _take(raw, batch, parts)
         batch.read += scan.rows
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
@@ -630,6 +652,60 @@ def _read_new(
     batch.parts = parts
     batch.groups = len(parts)
     return batch
+
+
+@dataclass(frozen=True)
+class _Measures:
+    written: int  # measure lines
+    corrections: int  # of them, in hours billed before the chunk
+    summed: int  # of them, summed by the database (before the open hours moved out)
+
+
+def _write_measures(
+    conn: Connection,
+    run_id: str,
+    summed_range: tuple[int, int] | None,
+    closed: dict[billing.PartKey, int],
+    h0: int | None,
+    h1: int,
+) -> _Measures:
+    """The chunk's measure lines: `closed` (what Python summed, of closed hours), and
+    the simple measures of `summed_range`, which the database sums into lines itself;
+    where it would wait on a row lock instead, they are summed here (same snapshot)."""
+    if summed_range is not None:
+        summed = store_lines.insert_sums(conn, run_id, *summed_range)
+        if summed is not None:
+            written = summed - store_lines.move_open(conn, run_id, h1)
+            written += store_lines.merge_parts(conn, run_id, closed)
+            before = 0 if h0 is None else store_lines.count_before(conn, run_id, h0)
+            return _Measures(written, before, summed)
+        late: dict[billing.PartKey, int] = {}
+        # Its other rows were read with the window (events.read_alone): only sums here.
+        store_events.scan_range(conn, *summed_range, late)
+        billing.add_parts(closed, late)
+        store_usage.add_pending(conn, billing.take_open(closed, h1))
+    # Made as they are written: at millions of events per hour they outnumber the rest.
+    keys = sorted(key for key, amount in closed.items() if amount)
+    written = store_usage.insert_measure_lines(conn, run_id, closed, keys)
+    before = 0 if h0 is None else sum(1 for _, hour in keys if hour < h0)
+    return _Measures(written, before, 0)
+
+
+def _take(raw: RawEvent, batch: _Batch, parts: dict[billing.PartKey, int]) -> None:
+    """One row read alone: a rejection, a resource event, or a measure split here."""
+    checked = validate(raw)
+    if isinstance(checked, Rejection):
+        batch.rejections.append(Finding(checked.id, checked.event_id, REJECTED, checked.reason))
+    elif isinstance(checked, ResourceEvent):
+        batch.resources[checked.key].append(checked)
+        batch.names[checked.id] = raw.event_id
+    else:
+        # Split as they come: a window may hold many, none is needed twice.
+        for hour, amount in split_measure(
+            checked.quantity, checked.period_start, checked.period_end
+        ):
+            parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
+        batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
 
 
 def _gap_rows(conn: Connection, lo: int, hi: int) -> list[Strided]:

@@ -1,5 +1,6 @@
 """The range scan's split: rows the database sums must be exactly what the core would
-bill in one hour; on MariaDB every such row is summed (the fast path is not lost).
+bill in one hour; on MariaDB every such row is summed (the fast path is not lost) but
+for units that start with whitespace.
 
 Times cluster around hour boundaries, to the millisecond, where the database's hour
 test and the core's split could disagree.
@@ -44,7 +45,7 @@ def rows(draw: st.DrawFn) -> list[dict[str, Any]]:
                 account=draw(st.sampled_from(["acme", "", "ACME"])),
                 resource_id=draw(st.sampled_from(["10.0.0.1", "10.0.0.2"])),
                 quantity=draw(st.sampled_from(QUANTITIES)),
-                unit=draw(st.sampled_from(["byte", None, "", "packet"])),
+                unit=draw(st.sampled_from(["byte", None, "", "packet", " ", "\u00a0byte"])),
                 period_start=draw(st.sampled_from([start, start, None])),
                 period_end=end,
                 occurred_at=end,
@@ -88,9 +89,12 @@ def test_database_sums_only_what_the_core_bills_in_one_hour(
                 else []
             )
             if raw.id in scan.other_ids:
-                # Read alone: always safe; on MariaDB only what the core would not sum.
+                # Read alone: always safe; on MariaDB only what the core would not sum,
+                # or a unit starting with whitespace (which the database cannot default
+                # where it writes lines itself: metering/store/measure_lines.py).
                 if name == "mariadb":
-                    assert len(parts) != 1, (name, raw)
+                    odd_unit = raw.unit is not None and raw.unit[:1].isspace()
+                    assert len(parts) != 1 or odd_unit, (name, raw)
                 continue
             assert isinstance(checked, Measure) and len(parts) == 1, (name, raw)
             [(hour, amount)] = parts

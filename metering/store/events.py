@@ -151,7 +151,7 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def _epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
+def epoch_hour(conn: Connection, column: Any) -> ColumnElement[Any]:
     """Hours since 1970 of `column`."""
     if conn.dialect.name == "sqlite":
         # `//`: SQLAlchemy renders `/` as true division, and fractional hours
@@ -203,6 +203,9 @@ def _simple_mysql() -> ColumnElement[bool]:
         # up to whole seconds (TO_SECONDS drops the fraction) is.
         ev.c.period_end >= ev.c.period_start,
         end_seconds_up <= next_hour_seconds,
+        # The unit as the database can default it itself (metering/store/measure_lines.py):
+        # absent, empty, or not starting with whitespace (the rest the core reads).
+        or_(ev.c.unit.is_(None), func.ord(ev.c.unit).not_in(_WHITESPACE_ORD[1:])),
     )
 
 
@@ -256,12 +259,12 @@ def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
         ev.c.quantity <= MAX_QUANTITY,
         _sqlite_canonical(ev.c.period_start),
         _sqlite_canonical(ev.c.period_end),
-        _epoch_hour(conn, ev.c.period_start) >= MIN_TIME // HOUR,
+        epoch_hour(conn, ev.c.period_start) >= MIN_TIME // HOUR,
         or_(
             ev.c.period_end == ev.c.period_start,
             and_(
                 ev.c.period_end > ev.c.period_start,
-                _epoch_hour(conn, ev.c.period_start) == _sqlite_epoch_hour_before(ev.c.period_end),
+                epoch_hour(conn, ev.c.period_start) == _sqlite_epoch_hour_before(ev.c.period_end),
             ),
         ),
         # SQLite's length() stops at a NUL: such text goes to the core's check.
@@ -315,7 +318,7 @@ def scan_query(conn: Connection, lo: int, hi: int, within: Strided | None = None
     single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
-    hour = _epoch_hour(conn, ev.c.period_start).label("g_hour")
+    hour = epoch_hour(conn, ev.c.period_start).label("g_hour")
     return (
         select(
             single,
@@ -433,6 +436,21 @@ def _stream(conn: Connection, query: Any) -> Iterator[RawEvent]:
             yield _raw(row)
     finally:
         result.close()
+
+
+def count_rows(conn: Connection, lo: int, hi: int) -> int:
+    """How many rows [lo, hi] holds: a primary-key range count."""
+    query = select(func.count()).select_from(ev).where(ev.c.id.between(lo, hi))
+    return int(conn.execute(query).scalar_one())
+
+
+def read_alone(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
+    """The rows of [lo, hi] that scan_range would return alone (all but the simple
+    measures), whole, in id order: for a range whose simple measures the database
+    sums itself (metering/store/measure_lines.py)."""
+    alone = case((simple_measure(conn), 0), else_=1) == 1
+    query = select(*_RAW_COLUMNS).where(ev.c.id.between(lo, hi), alone).order_by(ev.c.id)
+    return _stream(conn, query)
 
 
 def events_by_id(conn: Connection, ids: Sequence[int]) -> Iterator[RawEvent]:

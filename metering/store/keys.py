@@ -67,7 +67,7 @@ def key_table(conn: Connection, keys: Iterable[ResourceKey]) -> Iterator[Table]:
     would commit the run's transaction half-way. One Table object per nesting depth
     (and server options), reused: SQLAlchemy's cache knows a table by its object."""
     depth: list[int] = conn.info.setdefault("metering_key_tables", [0])
-    table = _key_table(depth[0], tuple(sorted(_options(conn).items())))
+    table = _key_table(depth[0], tuple(sorted(cached_options(conn).items())))
     table.create(conn)
     depth[0] += 1
     try:
@@ -92,7 +92,7 @@ def _key_table(depth: int, options: tuple[tuple[str, Any], ...]) -> Table:
     )
 
 
-def _options(conn: Connection) -> dict[str, Any]:
+def cached_options(conn: Connection) -> dict[str, Any]:
     """The server's table options, asked once per connection (a run makes key tables
     in every chunk)."""
     options: dict[str, Any] = conn.info.setdefault("metering_table_options", {})

@@ -45,7 +45,7 @@ def measure_line(key: QuantityKey, hour: int, amount: int) -> Line:
     return Line(key[0], key[1], key[2], "", key[3], hour, Decimal(amount), MEASURE)
 
 
-_LINE_COLUMNS = (
+LINE_COLUMNS = (
     "run_id",
     "account",
     "entity",
@@ -73,7 +73,7 @@ def insert_lines(conn: Connection, run_id: str, lines: Iterable[Line]) -> int:
         )
         for line in lines
     )
-    return insert_rows(conn, usage_lines, _LINE_COLUMNS, rows)
+    return insert_rows(conn, usage_lines, LINE_COLUMNS, rows)
 
 
 def insert_measure_lines(
@@ -93,7 +93,7 @@ def insert_measure_lines(
         amount = Decimal(sums[(key, hour)])
         return (run_id, key[0], key[1], key[2], "", key[3], start, amount, MEASURE)
 
-    return insert_rows(conn, usage_lines, _LINE_COLUMNS, (row(key, hour) for key, hour in keys))
+    return insert_rows(conn, usage_lines, LINE_COLUMNS, (row(key, hour) for key, hour in keys))
 
 
 def billed_running(
