@@ -284,7 +284,7 @@ def database_user(
     admin_url = make_url(mariadb_url)
     user, password = f"m_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
     grants = documented_grants(str(admin_url.database), user, password)
-    assert grants["run"][0].startswith("CREATE USER") and len(grants["run"]) == 10
+    assert grants["run"][0].startswith("CREATE USER") and len(grants["run"]) == 11
     assert len(grants["ingest"]) == 1 and len(grants["reconcile"]) == 3
     assert len(grants["prune"]) == 1 and len(grants["rating"]) == 6
     statements = [s for part in parts for s in grants[part]]

@@ -13,8 +13,9 @@ SELECT reads its source with shared next-key locks: the newest committed rows, n
 the run's snapshot. Where every id of [lo, hi] holds a row in the snapshot, no
 transaction can add one there or hold one back, so both reads see the same rows; and
 with a row above hi, the lock past the range never reaches the end of the table,
-where producers insert. Should a lock still be waited for, the wait ends after
-LOCK_WAIT_S and the window is read the Python way.
+where producers insert. Should a lock still be waited for (a producer's open
+transaction just past the range), the wait ends after LOCK_WAIT_S and the window is
+summed the Python way.
 """
 
 from __future__ import annotations
@@ -61,7 +62,15 @@ _EPOCH = "1970-01-01 00:00:00"
 
 
 def available(conn: Connection) -> bool:
-    return conn.dialect.name != "sqlite"
+    """A server, where a lock wait that times out undoes its statement alone (with
+    innodb_rollback_on_timeout, the whole transaction: a chunk half undone)."""
+    if conn.dialect.name == "sqlite":
+        return False
+    known: dict[str, bool] = conn.info.setdefault("metering_server_sums", {})
+    if "available" not in known:
+        whole = conn.exec_driver_sql("SELECT @@GLOBAL.innodb_rollback_on_timeout").scalar()
+        known["available"] = not int(whole or 0)
+    return known["available"]
 
 
 def dense_end(conn: Connection, lo: int, hi: int) -> int:
@@ -119,8 +128,10 @@ def insert_sums(conn: Connection, run_id: str, lo: int, hi: int) -> int | None:
     previous = conn.exec_driver_sql("SELECT @@SESSION.innodb_lock_wait_timeout").scalar_one()
     conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_S}")
     try:
-        with conn.begin_nested():
-            return int(conn.execute(statement).rowcount)
+        # No savepoint: the timeout undoes this statement alone (see available), and
+        # any other error (a Galera certification failure undoes the transaction and
+        # its savepoints) must reach the caller as it is.
+        return int(conn.execute(statement).rowcount)
     except OperationalError as error:
         if getattr(error.orig, "args", (None,))[0] != _LOCK_WAIT_TIMEOUT:
             raise
