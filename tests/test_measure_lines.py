@@ -24,6 +24,7 @@ from tests.support import (
     Database,
     event,
     insert_events,
+    measure,
     migrated,
     resource,
     run,
@@ -72,6 +73,20 @@ def test_dense_end_is_the_last_id_before_the_first_missing_one(
 
 
 # -- the same billing as the Python path ----------------------------------------------
+
+
+def calls_of_insert_sums(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """What each call of measure_lines.insert_sums returns from now on, in order."""
+    results: list[int | None] = []
+    original = measure_lines.insert_sums
+
+    def spy(*args: Any) -> int | None:
+        results.append(original(*args))
+        return results[-1]
+
+    monkeypatch.setattr(measure_lines, "insert_sums", spy)
+    return results
+
 
 UNITS = ["byte", None, "", " ", "\tbyte", "packet"]
 
@@ -192,26 +207,13 @@ def test_the_property_above_can_tell_the_paths_apart(
     insert_events(
         engine,
         [
-            event(
-                event_id=f"m{i}", kind="quantity", entity="ip", action="measure",
-                account="acme", resource_id="r1", quantity=10, unit="byte",
-                period_start=START + timedelta(minutes=i),
-                period_end=START + timedelta(minutes=i + 1),
-            )
+            measure(f"m{i}", 10, f"2016-12-12T10:0{i}Z", f"2016-12-12T10:0{i + 1}Z")
             for i in range(5)
         ],
-    )  # fmt: skip
-    taken: list[int] = []
-    original = measure_lines.insert_sums
-
-    def spy(*args: Any) -> int | None:
-        written = original(*args)
-        taken.append(written or 0)
-        return written
-
-    monkeypatch.setattr(measure_lines, "insert_sums", spy)
+    )
+    summed = calls_of_insert_sums(monkeypatch)
     run(engine, START + timedelta(hours=1, minutes=31), tmp_path)
-    assert taken == [1]
+    assert summed == [1]
     with engine.connect() as conn:
         assert conn.execute(select(usage_lines.c.quantity)).scalars().all() == [50]
 
@@ -226,17 +228,8 @@ def test_a_producer_inserts_while_the_database_sums_a_window(
     """The run holds its window's rows locked until it commits; a producer's insert
     at the end of the table must not wait for that."""
     engine = migrated(mariadb_url)
-    insert_events(
-        engine,
-        [
-            event(
-                event_id=f"m{i}", kind="quantity", entity="ip", action="measure",
-                account="acme", resource_id="r1", quantity=1, unit="byte",
-                period_start=START, period_end=START,
-            )
-            for i in range(50)
-        ],
-    )  # fmt: skip
+    at = "2016-12-12T10:00Z"
+    insert_events(engine, [measure(f"m{i}", 1, at, at) for i in range(50)])
     took: list[float] = []
 
     def pause(where: str) -> None:
@@ -267,33 +260,20 @@ def test_a_row_held_by_a_producer_sends_the_window_to_python(
     engine = migrated(mariadb_url)
 
     def row(i: int) -> dict[str, Any]:
-        return event(
-            id=i, event_id=f"m{i}", kind="quantity", entity="ip", action="measure",
-            account="acme", resource_id="r1", quantity=1, unit="byte",
-            period_start=START, period_end=START,
-        )  # fmt: skip
+        return {**measure(f"m{i}", 1, "2016-12-12T10:00Z", "2016-12-12T10:00Z"), "id": i}
 
     insert_events(engine, [row(i) for i in range(1, 21) if i != 10])
     holder = make_engine(mariadb_url).connect()
     transaction = holder.begin()
     holder.execute(insert(usage_events), [row(10)])
-    fallbacks: list[None] = []
-    original = measure_lines.insert_sums
-
-    def spy(*args: Any) -> int | None:
-        written = original(*args)
-        if written is None:
-            fallbacks.append(None)
-        return written
-
-    monkeypatch.setattr(measure_lines, "insert_sums", spy)
+    summed = calls_of_insert_sums(monkeypatch)
     try:
         first = run(engine, START + timedelta(hours=1, minutes=31), tmp_path)
     finally:
         transaction.commit()
         holder.close()
     # The prefix [1, 9] reached row 10's lock: waited for, then read the Python way.
-    assert fallbacks == [None]
+    assert summed == [None]
     assert first.runs[0].lines_written == 1
     run(engine, START + timedelta(hours=1, minutes=41), tmp_path)
     with engine.connect() as conn:
