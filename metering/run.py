@@ -38,7 +38,7 @@ from metering.core.gaps import Strided
 from metering.core.resources import StoredResource
 from metering.core.slicing import hour_of, split_measure
 from metering.core.spans import replay
-from metering.db import write_lock
+from metering.db import is_mysql, write_lock
 from metering.errors import UsageError, WatermarkLost
 from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
@@ -49,7 +49,9 @@ from metering.store import retention as store_retention
 from metering.store import runs as store_runs
 from metering.store import state as store_state
 from metering.store import usage as store_usage
+from metering.store.events import Digest
 from metering.store.runs import ANOMALY, REJECTED, Finding, RunRecord
+from metering.store.side_scan import SideScan
 from metering.store.state import Gap, Watermark
 from metering.store.usage import Line
 from metering.timeutil import from_ms, iso, to_ms
@@ -331,19 +333,36 @@ class _Job:
         # one). Its locking read costs more per row than the range scan's (4.4 s
         # against 2.5 s for a busy hour's 1M rows), which pays where each key's hour
         # holds a few rows, as in a backlog of hours; an hour of per-minute measures
-        # holds ~60, and fetching those sums costs little (benchmarks/README.md).
+        # holds ~60, and fetching those sums costs little (benchmarks/README.md). That
+        # range scan runs on a second connection beside the rest (store/side_scan.py).
+        mysql = is_mysql(conn)
         server = newest - 1 if catching_up and store_lines.available(conn) else None
-        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag, server)
-        if h0 == h1 and batch.read == 0:
-            return None
+        beside = conn.engine if mysql and not catching_up else None
+        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag, server, beside)
+        try:
+            if h0 == h1 and batch.read == 0:
+                return None
+            return self._bill(conn, batch, mark, running, (h0, h1), (top, newest), (started, wall))
+        finally:
+            if batch.side is not None:
+                batch.side.scan.close()
 
+    def _bill(
+        self,
+        conn: Connection,
+        batch: _Batch,
+        mark: Watermark,
+        running: list[StoredResource],
+        hours: tuple[int | None, int],
+        ids: tuple[int, int],
+        clock: tuple[float, datetime],
+    ) -> ChunkResult:
+        """Plan and write what a chunk read: hours [h0, h1), ids up to top (of newest),
+        `clock` the chunk's start (monotonic) and its wall-clock time."""
+        (h0, h1), (top, newest), (started, wall) = hours, ids, clock
         self.pause("compute")
         lines: list[Line] = []
         findings = list(batch.rejections)
-        # Quantities: additive; each part is billed once, when its hour is closed.
-        closed = batch.parts
-        billing.add_parts(closed, store_usage.take_pending(conn, h1))
-        store_usage.add_pending(conn, billing.take_open(closed, h1))
         # Resources: re-derive the ones something happened to, continue the others.
         touched, saved = self._resources(conn, batch, h0, h1, top, lines, findings)
         if h0 is not None:
@@ -366,9 +385,18 @@ class _Job:
         )
         store_state.replace_gaps(conn, batch.gaps)
         store_state.save_resources(conn, saved)
-        measures = _write_measures(conn, run_id, batch.summed_range, closed, h0, h1)
-        written = measures.written + store_usage.insert_lines(conn, run_id, lines)
+        written = store_usage.insert_lines(conn, run_id, lines)
         store_runs.insert_findings(conn, run_id, wall, findings)
+        # Quantities: additive; each part is billed once, when its hour is closed. Last,
+        # as the side connection's sums (if any) come in while the rest is written.
+        closed = batch.parts
+        if batch.side is not None:
+            billing.add_parts(closed, _side_sums(conn, batch.side))
+        groups = len(closed)
+        billing.add_parts(closed, store_usage.take_pending(conn, h1))
+        store_usage.add_pending(conn, billing.take_open(closed, h1))
+        measures = _write_measures(conn, run_id, batch.summed_range, closed, h0, h1)
+        written += measures.written
         # Lines for hours billed before this window: late events.
         corrections = measures.corrections
         if h0 is not None:
@@ -391,7 +419,7 @@ class _Job:
         self.id_window = billing.next_window(
             self.id_window,
             top - mark.last_event_id,
-            batch.groups + measures.summed,
+            groups + measures.summed,
             PART_BUDGET,
             ID_WINDOW_LIMITS,
         )
@@ -588,9 +616,17 @@ class _Batch:
     rejections: list[Finding] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     max_period: int = 0
-    groups: int = 0  # measure parts the window's reading held
     # Ids whose simple measures the database sums itself when the chunk writes.
     summed_range: tuple[int, int] | None = None
+    # The window's simple measures, being summed on a second connection.
+    side: _Side | None = None
+
+
+@dataclass(frozen=True)
+class _Side:
+    scan: SideScan
+    rows: int  # in the window, in the run's own snapshot
+    simple: Digest  # of them, the ones the side connection sums
 
 
 def _read_new(
@@ -601,9 +637,12 @@ def _read_new(
     wall: datetime,
     settle_lag: timedelta,
     server: int | None = None,
+    beside: Engine | None = None,
 ) -> _Batch:
     """`server`, if given: the highest id up to which the database may sum the
-    window's simple measures itself (_write_measures); the rest is read here."""
+    window's simple measures itself (_write_measures); the rest is read here.
+    `beside`, if given: the engine whose second connection sums the range past the
+    watermark (store/side_scan.py), taken by _side_sums."""
     batch = _Batch()
     parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
@@ -633,7 +672,11 @@ def _read_new(
             if alone < dense - lo + 1:
                 batch.max_period = max(batch.max_period, HOUR)
             lo = dense + 1
-    if top >= lo:
+    if top >= lo and beside is not None:
+        batch.side = _read_beside(conn, beside, lo, top, batch, parts)
+        if batch.side.rows < top - lo + 1:
+            kept.extend(Gap(ids, wall) for ids in _gap_rows(conn, lo, top))
+    elif top >= lo:
         ranges.append((None, lo, top, wall))
     for within, lo, hi, seen in ranges:
         scan = store_events.scan_range(conn, lo, hi, parts, within)
@@ -650,8 +693,45 @@ def _read_new(
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
     batch.parts = parts
-    batch.groups = len(parts)
     return batch
+
+
+def _read_beside(
+    conn: Connection,
+    engine: Engine,
+    lo: int,
+    hi: int,
+    batch: _Batch,
+    parts: dict[billing.PartKey, int],
+) -> _Side:
+    """[lo, hi] read while a second connection sums its simple measures: here, its
+    digest and the rows the scan would return alone, in this run's snapshot."""
+    scan = SideScan(engine, lo, hi)
+    try:
+        whole = store_events.digest(conn, lo, hi)
+        alone = Digest(0, 0)
+        for raw in store_events.read_alone(conn, lo, hi):
+            _take(raw, batch, parts)
+            alone = Digest(alone.rows + 1, alone.id_sum + raw.id)
+    except BaseException:
+        scan.close()
+        raise
+    batch.read += whole.rows
+    if whole.rows > alone.rows:
+        batch.max_period = max(batch.max_period, HOUR)
+    return _Side(scan, whole.rows, Digest(whole.rows - alone.rows, whole.id_sum - alone.id_sum))
+
+
+def _side_sums(conn: Connection, side: _Side) -> dict[billing.PartKey, int]:
+    """The second connection's sums of the window, or (where its snapshot held other
+    rows, or it failed) the same sums taken here, in the run's own snapshot."""
+    sums = side.scan.sums(side.simple)
+    if sums is None:
+        log.info("side_scan_unused", reason=side.scan.why, ids=[side.scan.lo, side.scan.hi])
+        sums = {}
+        # Its other rows were read with the window: only the sums here.
+        store_events.scan_range(conn, side.scan.lo, side.scan.hi, sums)
+    return sums
 
 
 @dataclass(frozen=True)

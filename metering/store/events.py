@@ -316,30 +316,39 @@ def in_gap(column: Any, ids: Strided) -> ColumnElement[bool]:
 def scan_query(conn: Connection, lo: int, hi: int, within: Strided | None = None) -> Select[Any]:
     """The one query scan_range sends (benchmarks/scan_parts.py times it too)."""
     single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
+    return (
+        _grouped(conn, single)
+        .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
+        .group_by(literal_column("g_single"), *_GROUPS)
+    )
+
+
+def _grouped(conn: Connection, first: ColumnElement[Any]) -> Select[Any]:
+    """The columns of a scan: `first`, then a group's key, its row count and its sums
+    (_add_group reads them in this order)."""
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
     hour = epoch_hour(conn, ev.c.period_start).label("g_hour")
-    return (
-        select(
-            single,
-            ev.c.unit,
-            hour,
-            ev.c.account,
-            ev.c.entity,
-            ev.c.resource_id,
-            func.count(),
-            *_quantity_sums(conn),
-        )
-        .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
-        # By alias: given the expressions, MariaDB evaluated them again for grouping
-        # (2.5x the time at 1M rows). Aliases unlike any column: MySQL resolves a
-        # GROUP BY name to a table column first. The order is MariaDB's fastest of
-        # those measured (short columns first: 1.9 s at 1M rows, 2.9 s with the text
-        # columns first: benchmarks/scan_parts.py); the raw unit, as its default is
-        # cheaper applied here.
-        .group_by(*(literal_column(name) for name in ("g_single", "unit", "g_hour", "account",
-                                                      "entity", "resource_id")))
-    )  # fmt: skip
+    return select(
+        first,
+        ev.c.unit,
+        hour,
+        ev.c.account,
+        ev.c.entity,
+        ev.c.resource_id,
+        func.count(),
+        *_quantity_sums(conn),
+    )
+
+
+# By alias: given the expressions, MariaDB evaluated them again for grouping (2.5x the
+# time at 1M rows). Aliases unlike any column: MySQL resolves a GROUP BY name to a
+# table column first. The order is MariaDB's fastest of those measured (short columns
+# first: 1.9 s at 1M rows, 2.9 s with the text columns first: benchmarks/scan_parts.py);
+# the raw unit, as its default is cheaper applied here.
+_GROUPS: tuple[ColumnElement[Any], ...] = tuple(
+    literal_column(name) for name in ("unit", "g_hour", "account", "entity", "resource_id")
+)
 
 
 def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ...]:
@@ -374,13 +383,50 @@ def scan_range(
         if row[0]:
             others.append(int(row[0]))
         else:
-            # Entities and units repeat across thousands of groups: one string each.
-            unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
-            key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
-            amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
-            sums[key] = sums.get(key, 0) + amount
+            _add_group(row, sums, halves)
     others.sort()
     return RangeScan(rows, others)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Which rows one snapshot held, in brief: how many, and the sum of their ids."""
+
+    rows: int
+    id_sum: int
+
+
+def digest(conn: Connection, lo: int, hi: int) -> Digest:
+    """The digest of all rows of [lo, hi]: one primary-key range pass."""
+    rows, id_sum = conn.execute(
+        select(func.count(), func.coalesce(func.sum(ev.c.id), 0)).where(ev.c.id.between(lo, hi))
+    ).one()
+    return Digest(int(rows), int(id_sum))
+
+
+def sum_simple(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> Digest:
+    """scan_range's sums of [lo, hi] without the rows it returns alone (read by
+    read_alone instead), and the digest of the rows summed."""
+    query = (
+        _grouped(conn, func.sum(ev.c.id))
+        .where(ev.c.id.between(lo, hi), simple_measure(conn))
+        .group_by(*_GROUPS)
+    )
+    halves = conn.dialect.name == "sqlite"
+    rows = id_sum = 0
+    for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
+        rows += row[6]
+        id_sum += int(row[0])
+        _add_group(row, sums, halves)
+    return Digest(rows, id_sum)
+
+
+def _add_group(row: Sequence[Any], sums: dict[PartKey, int], halves: bool) -> None:
+    # Entities and units repeat across thousands of groups: one string each.
+    unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
+    key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
+    amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
+    sums[key] = sums.get(key, 0) + amount
 
 
 _RAW_COLUMNS = (

@@ -178,7 +178,10 @@ def any_lines(conn: Connection) -> bool:
 def lines_of_runs(conn: Connection, run_ids: Sequence[str]) -> list[Line]:
     if not run_ids:
         return []
-    query = select(usage_lines).where(usage_lines.c.run_id.in_(run_ids)).order_by(usage_lines.c.id)
+    c = usage_lines.c
+    # By key, not as written: the order a run writes its kinds of lines in is its own.
+    order = (c.account, c.entity, c.resource_id, c.offering, c.unit, c.period_start, c.id)
+    query = select(usage_lines).where(c.run_id.in_(run_ids)).order_by(*order)
     return [
         Line(
             r.account,
