@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from metering import logs
 from metering.core import billing, resources
@@ -38,7 +39,7 @@ from metering.core.gaps import Strided
 from metering.core.resources import StoredResource
 from metering.core.slicing import hour_of, split_measure
 from metering.core.spans import replay
-from metering.db import is_mysql, write_lock
+from metering.db import describe_db_error, is_mysql, write_lock
 from metering.errors import UsageError, WatermarkLost
 from metering.histories import read_histories
 from metering.lock import contention_errors, run_lock
@@ -674,6 +675,7 @@ def _read_new(
             lo = dense + 1
     if top >= lo and beside is not None:
         batch.side = _read_beside(conn, beside, lo, top, batch, parts)
+    if batch.side is not None:
         if batch.side.rows < top - lo + 1:
             kept.extend(Gap(ids, wall) for ids in _gap_rows(conn, lo, top))
     elif top >= lo:
@@ -703,10 +705,16 @@ def _read_beside(
     hi: int,
     batch: _Batch,
     parts: dict[billing.PartKey, int],
-) -> _Side:
+) -> _Side | None:
     """[lo, hi] read while a second connection sums its simple measures: here, its
-    digest and the rows the scan would return alone, in this run's snapshot."""
-    scan = SideScan(engine, lo, hi)
+    digest and the rows the scan would return alone, in this run's snapshot. None,
+    having read nothing, where no second connection could be had."""
+    try:
+        scan = SideScan(engine, lo, hi)
+    except DBAPIError as exc:
+        # Such as a max_user_connections below three: the run does it all itself.
+        log.info("side_scan_unused", reason=describe_db_error(exc), ids=[lo, hi])
+        return None
     try:
         whole = store_events.digest(conn, lo, hi)
         alone = Digest(0, 0)

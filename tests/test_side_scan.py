@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy import Engine, delete, insert, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from metering.db import make_engine
 from metering.store import side_scan
 from metering.store.events import Digest
 from metering.store.schema import usage_events
 from metering.store.side_scan import SideScan
 from tests.support import billed, insert_events, measure, migrated, resource, run, t
+from tests.test_security import database_user
 
 pytestmark = pytest.mark.mariadb
 
@@ -142,3 +145,28 @@ def test_a_failed_side_connection_leaves_the_sums_to_the_run(
     run(engine, FIRST, tmp_path)
     assert taken == [False]
     assert billed_bytes(engine) == sum(10 + i for i in range(6))
+
+
+def test_a_user_limited_to_two_connections_still_bills(
+    engine: Engine,
+    mariadb_url: str,
+    _mysql_admin_engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The documented run user, allowed two connections: the database lock holds one,
+    the run the other, and the run sums the hour itself."""
+    insert_events(engine, [bytes_of(i, 10 + i) for i in range(6)])
+    with database_user(mariadb_url, _mysql_admin_engine, ("run",)) as url:
+        user = make_url(url).username
+        with _mysql_admin_engine.begin() as conn:
+            conn.execute(text(f"ALTER USER '{user}'@'%' WITH MAX_USER_CONNECTIONS 2"))
+        limited = make_engine(url)
+        try:
+            outcome = run(limited, FIRST, tmp_path)
+        finally:
+            limited.dispose()
+    assert outcome.runs[0].events_read == 6
+    assert billed_bytes(engine) == sum(10 + i for i in range(6))
+    logged = capsys.readouterr().out
+    assert "side_scan_unused" in logged and "max_user_connections" in logged

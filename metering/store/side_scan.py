@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from metering.core.billing import PartKey
+from metering.db import describe_db_error
 from metering.store.events import Digest, sum_simple
 
 
@@ -64,7 +65,7 @@ class SideScan:
             summed = self._future.result()
         except DBAPIError as exc:
             # The run's own connection may still do it; if not, it fails there.
-            self.why = f"side connection failed: {type(exc.orig).__name__}"
+            self.why = f"side connection failed: {describe_db_error(exc)}"
             return None
         finally:
             self.close()
