@@ -152,11 +152,22 @@ def test_a_user_limited_to_two_connections_still_bills(
     mariadb_url: str,
     _mysql_admin_engine: Engine,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The documented run user, allowed two connections: the database lock holds one,
     the run the other, and the run sums the hour itself."""
     insert_events(engine, [bytes_of(i, 10 + i) for i in range(6)])
+    refused: list[str] = []
+    original = SideScan.__init__
+
+    def opening(self: SideScan, *args: Any) -> None:
+        try:
+            original(self, *args)
+        except OperationalError as exc:
+            refused.append(str(exc.orig))
+            raise
+
+    monkeypatch.setattr(SideScan, "__init__", opening)
     with database_user(mariadb_url, _mysql_admin_engine, ("run",)) as url:
         user = make_url(url).username
         with _mysql_admin_engine.begin() as conn:
@@ -168,5 +179,4 @@ def test_a_user_limited_to_two_connections_still_bills(
             limited.dispose()
     assert outcome.runs[0].events_read == 6
     assert billed_bytes(engine) == sum(10 + i for i in range(6))
-    logged = capsys.readouterr().out
-    assert "side_scan_unused" in logged and "max_user_connections" in logged
+    assert len(refused) == 1 and "max_user_connections" in refused[0]
