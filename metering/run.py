@@ -336,11 +336,11 @@ class _Job:
         # holds a few rows, as in a backlog of hours; an hour of per-minute measures
         # holds ~60, and fetching those sums costs little (benchmarks/README.md). That
         # range scan runs on a second connection beside the rest (store/side_scan.py).
-        mysql = is_mysql(conn)
         server = newest - 1 if catching_up and store_lines.available(conn) else None
-        beside = conn.engine if mysql and not catching_up else None
-        batch = _read_new(conn, mark, top, gaps, wall, self.request.settle_lag, server, beside)
+        beside = conn.engine if is_mysql(conn) and not catching_up else None
+        batch = _Batch()
         try:
+            _read_new(conn, batch, mark, top, gaps, wall, self.request.settle_lag, server, beside)
             if h0 == h1 and batch.read == 0:
                 return None
             return self._bill(conn, batch, mark, running, (h0, h1), (top, newest), (started, wall))
@@ -632,6 +632,7 @@ class _Side:
 
 def _read_new(
     conn: Connection,
+    batch: _Batch,
     mark: Watermark,
     top: int,
     gaps: Sequence[Gap],
@@ -639,12 +640,12 @@ def _read_new(
     settle_lag: timedelta,
     server: int | None = None,
     beside: Engine | None = None,
-) -> _Batch:
-    """`server`, if given: the highest id up to which the database may sum the
-    window's simple measures itself (_write_measures); the rest is read here.
-    `beside`, if given: the engine whose second connection sums the range past the
-    watermark (store/side_scan.py), taken by _side_sums."""
-    batch = _Batch()
+) -> None:
+    """Fill `batch` (a side scan it holds is the caller's to close, even on error).
+    `server`, if given: the highest id up to which the database may sum the window's
+    simple measures itself (_write_measures); the rest is read here. `beside`, if
+    given: the engine whose second connection sums the range past the watermark
+    (store/side_scan.py), taken by _side_sums."""
     parts: dict[billing.PartKey, int] = {}
     kept: list[Gap] = []
     # Most gap rows hold ids that will never come (other nodes' share, rollbacks):
@@ -695,7 +696,6 @@ def _read_new(
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
     batch.parts = parts
-    return batch
 
 
 def _read_beside(
