@@ -392,7 +392,13 @@ class _Job:
         # as the side connection's sums (if any) come in while the rest is written.
         closed = batch.parts
         if batch.side is not None:
-            billing.add_parts(closed, _side_sums(conn, batch.side))
+            rest = _side_rest(conn, batch.side)
+            assert not rest.resources, "resource events are read before the fence"
+            billing.add_parts(closed, rest.parts)
+            store_runs.insert_findings(conn, run_id, wall, rest.rejections)
+            findings.extend(rest.rejections)
+            if rest.max_period > max(mark.max_measure_period_ms, batch.max_period):
+                store_state.widen_measure_period(conn, rest.max_period)
         groups = len(closed)
         billing.add_parts(closed, store_usage.take_pending(conn, h1))
         store_usage.add_pending(conn, billing.take_open(closed, h1))
@@ -627,7 +633,8 @@ class _Batch:
 class _Side:
     scan: SideScan
     rows: int  # in the window, in the run's own snapshot
-    simple: Digest  # of them, the ones the side connection sums
+    read: frozenset[int]  # ids of those read already (not measures, by their kind)
+    unread: Digest  # of the others, which hold every row the side connection sums
 
 
 def _read_new(
@@ -706,9 +713,9 @@ def _read_beside(
     batch: _Batch,
     parts: dict[billing.PartKey, int],
 ) -> _Side | None:
-    """[lo, hi] read while a second connection sums its simple measures: here, its
-    digest and the rows the scan would return alone, in this run's snapshot. None,
-    having read nothing, where no second connection could be had."""
+    """[lo, hi] read while a second connection scans it: here, its digest and the rows
+    that are not measures by their kind (resource events, most bad rows), in this
+    run's snapshot. None, having read nothing, where no second connection could be had."""
     try:
         scan = SideScan(engine, lo, hi)
     except DBAPIError as exc:
@@ -717,29 +724,50 @@ def _read_beside(
         return None
     try:
         whole = store_events.digest(conn, lo, hi)
-        alone = Digest(0, 0)
-        for raw in store_events.read_alone(conn, lo, hi):
+        read = Digest(0, 0)
+        ids: list[int] = []
+        for raw in store_events.read_not_measures(conn, lo, hi):
             _take(raw, batch, parts)
-            alone = Digest(alone.rows + 1, alone.id_sum + raw.id)
+            read = read.plus(raw.id)
+            ids.append(raw.id)
     except BaseException:
         scan.close()
         raise
     batch.read += whole.rows
-    if whole.rows > alone.rows:
+    if whole.rows > read.rows:
         batch.max_period = max(batch.max_period, HOUR)
-    return _Side(scan, whole.rows, Digest(whole.rows - alone.rows, whole.id_sum - alone.id_sum))
+    return _Side(scan, whole.rows, frozenset(ids), whole - read)
 
 
-def _side_sums(conn: Connection, side: _Side) -> dict[billing.PartKey, int]:
-    """The second connection's sums of the window, or (where its snapshot held other
-    rows, or it failed) the same sums taken here, in the run's own snapshot."""
-    sums = side.scan.sums(side.simple)
-    if sums is None:
-        log.info("side_scan_unused", reason=side.scan.why, ids=[side.scan.lo, side.scan.hi])
-        sums = {}
-        # Its other rows were read with the window: only the sums here.
-        store_events.scan_range(conn, side.scan.lo, side.scan.hi, sums)
-    return sums
+def _side_rest(conn: Connection, side: _Side) -> _Batch:
+    """The rest of the window after _read_beside: the simple measures' sums (in
+    `parts`) and the rows read alone not read yet (measures over several hours, bad
+    rows; never resource events: their kind had them read before). The second
+    connection's sums where the run's snapshot held just the rows they summed besides
+    those read; else the run's own scan of the window."""
+    taken = side.scan.take()
+    if taken is not None:
+        scan, sums = taken
+        rest = _Batch()
+        found = _read_ids(conn, [i for i in scan.other_ids if i not in side.read], rest)
+        if side.unread - found == scan.summed:
+            billing.add_parts(rest.parts, sums)
+            return rest
+        side.scan.why = "rows committed or changed between the two snapshots"
+    log.info("side_scan_unused", reason=side.scan.why, ids=[side.scan.lo, side.scan.hi])
+    rest = _Batch()
+    scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts)
+    _read_ids(conn, [i for i in scan.other_ids if i not in side.read], rest)
+    return rest
+
+
+def _read_ids(conn: Connection, ids: Sequence[int], batch: _Batch) -> Digest:
+    """Rows by id into `batch`; the digest of those found."""
+    found = Digest(0, 0)
+    for raw in store_events.events_by_id(conn, ids):
+        _take(raw, batch, batch.parts)
+        found = found.plus(raw.id)
+    return found
 
 
 @dataclass(frozen=True)

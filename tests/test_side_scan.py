@@ -18,10 +18,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from metering.db import make_engine
+from metering.store import events as store_events
 from metering.store import side_scan
-from metering.store.events import Digest
+from metering.store.events import RangeScan
 from metering.store.schema import usage_events
 from metering.store.side_scan import SideScan
+from metering.store.state import read_watermark
 from tests.support import billed, insert_events, measure, migrated, resource, run, t
 from tests.test_security import database_user
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.mariadb
 START = t("2016-12-12T10:00Z")
 FIRST = START + timedelta(hours=1, minutes=31)  # bills 10:00-11:00
 SECOND = FIRST + timedelta(minutes=10)
+VM_HOUR = ("acme", "vm", "vm-1", "medium", "second", START)
 
 
 @pytest.fixture
@@ -45,18 +48,18 @@ def engine(mariadb_url: str, tmp_path: Path) -> Iterator[Engine]:
         engine.dispose()
 
 
-def sums_taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether the run took each side connection's sums (False: it summed itself)."""
-    taken: list[bool] = []
-    original = SideScan.sums
+def own_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first id of each range the run scans on its own connection from now on
+    (the side connection's scan is not counted)."""
+    scanned: list[int] = []
+    original = store_events.scan_range
 
-    def spy(self: SideScan, seen: Digest) -> Any:
-        result = original(self, seen)
-        taken.append(result is not None)
-        return result
+    def spy(conn: Any, lo: int, *args: Any) -> Any:
+        scanned.append(lo)
+        return original(conn, lo, *args)
 
-    monkeypatch.setattr(SideScan, "sums", spy)
-    return taken
+    monkeypatch.setattr(store_events, "scan_range", spy)
+    return scanned
 
 
 def bytes_of(i: int, quantity: int, end: str = "2016-12-12T10:05Z") -> dict[str, Any]:
@@ -80,56 +83,82 @@ def test_a_quiet_hour_takes_the_side_connections_sums(
             bytes_of(9, 1000, end="2016-12-12T11:10Z"),
         ],
     )
-    taken = sums_taken(monkeypatch)
+    scanned = own_scans(monkeypatch)
     outcome = run(engine, FIRST, tmp_path)
-    assert taken == [True]
+    assert scanned == []
     assert outcome.runs[0].events_read == 8
     assert billed_bytes(engine) == sum(10 + i for i in range(6)) + 857  # 60 of its 70 minutes
-    vm = ("acme", "vm", "vm-1", "medium", "second", START)
-    assert billed(engine)[vm] == Decimal("1800.000")
+    assert billed(engine)[VM_HOUR] == Decimal("1800.000")
+    # Read after the fence, yet its period is the stored longest (for backfills).
+    with engine.connect() as conn:
+        assert read_watermark(conn).max_measure_period_ms == 70 * 60_000
 
 
-@pytest.mark.parametrize("change", ["commit", "update", "delete-and-commit"])
+# What the run bills for the hour from START (first run, then after the second),
+# and how many times it scanned the window on its own connection.
+CHANGES = {
+    "commit": (275, 1275, 1),
+    "delete-and-commit": (275, 1275, 1),
+    "to-several-hours": (75, 75, 0),
+    "to-one-hour": (1075, 1075, 0),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_a_row_committed_or_changed_between_the_snapshots_is_billed_once(
     engine: Engine, mariadb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
-    """commit: a producer's row, its id below the window's top, commits after the
-    run's snapshot began and before the side connection's: the side one would sum
-    it, the run finds it missing (a gap, read again by the next run). update: a
-    simple measure becomes one over two hours: the run leaves it to the side
-    connection, which no longer sums it. delete-and-commit: as commit, and another
-    row goes, so that both snapshots hold as many rows. Each time the sums differ,
-    and the run sums the window itself."""
-    insert_events(engine, [bytes_of(i, 10 + i) for i in range(6)])
+    """A producer acts after the run's snapshot began, before the side connection's.
+    commit: a row (m7, 1000 bytes) whose id is below the window's top commits: the
+    side connection would sum it while the run finds it missing (a gap, read by the
+    next run), so the run scans the window itself. delete-and-commit: also m5 goes,
+    so that both snapshots hold as many rows: their ids' sums differ. to-several-hours:
+    m5 becomes a measure over two hours: the side connection names it among the rows
+    read alone, and the run reads it as its own snapshot holds it, one hour's measure.
+    to-one-hour: the reverse, for m9 (1000 bytes over 70 minutes): the side connection
+    sums it, whole, in the hour. Each row is billed once, as one snapshot holds it."""
+    rows = [bytes_of(i, 10 + i) for i in range(6)]
+    rows.append(resource("c", "create", "2016-12-12T10:30Z", offering="medium"))
+    if change == "to-one-hour":
+        rows.append(bytes_of(9, 1000, end="2016-12-12T11:10Z"))
+    insert_events(engine, rows)
     producer = migrated(mariadb_url).connect()
     transaction = producer.begin()
-    if change != "update":
+    if change in ("commit", "delete-and-commit"):
         producer.execute(insert(usage_events), [bytes_of(7, 1000)])
         insert_events(engine, [bytes_of(8, 200)])  # a higher id, committed
 
     def pause(where: str) -> None:
         if where != "read":
             return
-        rows = usage_events.c.event_id == "m5"
-        if change == "update":
+        events = usage_events.c
+        if change == "delete-and-commit":
+            producer.execute(delete(usage_events).where(events.event_id == "m5"))
+        elif change == "to-several-hours":
             producer.execute(
-                update(usage_events).where(rows).values(period_end=t("2016-12-12T11:10Z"))
+                update(usage_events)
+                .where(events.event_id == "m5")
+                .values(period_end=t("2016-12-12T11:10Z"))
             )
-        elif change == "delete-and-commit":
-            producer.execute(delete(usage_events).where(rows))
+        elif change == "to-one-hour":
+            producer.execute(
+                update(usage_events)
+                .where(events.event_id == "m9")
+                .values(period_end=t("2016-12-12T10:05Z"))
+            )
         transaction.commit()
 
-    taken = sums_taken(monkeypatch)
+    first, second, scans = CHANGES[change]
+    scanned = own_scans(monkeypatch)
     try:
         run(engine, FIRST, tmp_path, pause=pause)
     finally:
         producer.close()
-    # The run's snapshot: the six rows, m8 and not the late m7 (a gap for now).
-    expected = sum(10 + i for i in range(6)) + (200 if change != "update" else 0)
-    assert billed_bytes(engine) == expected
+    assert billed_bytes(engine) == first
+    assert len(scanned) == scans
     run(engine, SECOND, tmp_path)
-    assert billed_bytes(engine) == expected + (1000 if change != "update" else 0)
-    assert taken == [False]  # the second run reads only the gap
+    assert billed_bytes(engine) == second
+    assert billed(engine)[VM_HOUR] == Decimal("1800.000")
 
 
 def test_a_failed_side_connection_leaves_the_sums_to_the_run(
@@ -137,13 +166,13 @@ def test_a_failed_side_connection_leaves_the_sums_to_the_run(
 ) -> None:
     insert_events(engine, [bytes_of(i, 10 + i) for i in range(6)])
 
-    def lost(*_args: Any) -> Digest:
+    def lost(*_args: Any) -> RangeScan:
         raise OperationalError("SELECT ...", {}, Exception("Lost connection to server"))
 
-    monkeypatch.setattr(side_scan, "sum_simple", lost)
-    taken = sums_taken(monkeypatch)
+    monkeypatch.setattr(side_scan, "scan_range", lost)
+    scanned = own_scans(monkeypatch)
     run(engine, FIRST, tmp_path)
-    assert taken == [False]
+    assert len(scanned) == 1
     assert billed_bytes(engine) == sum(10 + i for i in range(6))
 
 

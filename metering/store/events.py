@@ -281,10 +281,12 @@ def _simple_sqlite(conn: Connection) -> ColumnElement[bool]:
 
 @dataclass(frozen=True, slots=True)
 class RangeScan:
-    """One pass over an id range: how many rows it held, the ids of rows read alone."""
+    """One pass over an id range: how many rows it held, the ids of rows read alone,
+    and the digest of the rows it summed."""
 
     rows: int
     other_ids: list[int]
+    summed: Digest
 
 
 def max_id(conn: Connection) -> int:
@@ -316,39 +318,31 @@ def in_gap(column: Any, ids: Strided) -> ColumnElement[bool]:
 def scan_query(conn: Connection, lo: int, hi: int, within: Strided | None = None) -> Select[Any]:
     """The one query scan_range sends (benchmarks/scan_parts.py times it too)."""
     single = case((simple_measure(conn), 0), else_=ev.c.id).label("g_single")
-    return (
-        _grouped(conn, single)
-        .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
-        .group_by(literal_column("g_single"), *_GROUPS)
-    )
-
-
-def _grouped(conn: Connection, first: ColumnElement[Any]) -> Select[Any]:
-    """The columns of a scan: `first`, then a group's key, its row count and its sums
-    (_add_group reads them in this order)."""
     # Meaningless for rows grouped alone (by id), so not guarded by `simple`: the
     # predicate is then evaluated once per row, not twice.
     hour = epoch_hour(conn, ev.c.period_start).label("g_hour")
-    return select(
-        first,
-        ev.c.unit,
-        hour,
-        ev.c.account,
-        ev.c.entity,
-        ev.c.resource_id,
-        func.count(),
-        *_quantity_sums(conn),
-    )
-
-
-# By alias: given the expressions, MariaDB evaluated them again for grouping (2.5x the
-# time at 1M rows). Aliases unlike any column: MySQL resolves a GROUP BY name to a
-# table column first. The order is MariaDB's fastest of those measured (short columns
-# first: 1.9 s at 1M rows, 2.9 s with the text columns first: benchmarks/scan_parts.py);
-# the raw unit, as its default is cheaper applied here.
-_GROUPS: tuple[ColumnElement[Any], ...] = tuple(
-    literal_column(name) for name in ("unit", "g_hour", "account", "entity", "resource_id")
-)
+    return (
+        select(
+            single,
+            ev.c.unit,
+            hour,
+            ev.c.account,
+            ev.c.entity,
+            ev.c.resource_id,
+            func.count(),
+            *_quantity_sums(conn),
+            func.sum(ev.c.id),
+        )
+        .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
+        # By alias: given the expressions, MariaDB evaluated them again for grouping
+        # (2.5x the time at 1M rows). Aliases unlike any column: MySQL resolves a
+        # GROUP BY name to a table column first. The order is MariaDB's fastest of
+        # those measured (short columns first: 1.9 s at 1M rows, 2.9 s with the text
+        # columns first: benchmarks/scan_parts.py); the raw unit, as its default is
+        # cheaper applied here.
+        .group_by(*(literal_column(name) for name in ("g_single", "unit", "g_hour", "account",
+                                                      "entity", "resource_id")))
+    )  # fmt: skip
 
 
 def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ...]:
@@ -376,16 +370,21 @@ def scan_range(
     memory follows the groups, not the rows."""
     query = scan_query(conn, lo, hi, within)
     halves = conn.dialect.name == "sqlite"
-    rows = 0
+    rows = summed_ids = 0
     others: list[int] = []
     for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
         rows += row[6]
         if row[0]:
             others.append(int(row[0]))
-        else:
-            _add_group(row, sums, halves)
+            continue
+        summed_ids += int(row[-1])
+        # Entities and units repeat across thousands of groups: one string each.
+        unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
+        key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
+        amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
+        sums[key] = sums.get(key, 0) + amount
     others.sort()
-    return RangeScan(rows, others)
+    return RangeScan(rows, others, Digest(rows - len(others), summed_ids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,6 +394,12 @@ class Digest:
     rows: int
     id_sum: int
 
+    def __sub__(self, other: Digest) -> Digest:
+        return Digest(self.rows - other.rows, self.id_sum - other.id_sum)
+
+    def plus(self, row_id: int) -> Digest:
+        return Digest(self.rows + 1, self.id_sum + row_id)
+
 
 def digest(conn: Connection, lo: int, hi: int) -> Digest:
     """The digest of all rows of [lo, hi]: one primary-key range pass."""
@@ -402,31 +407,6 @@ def digest(conn: Connection, lo: int, hi: int) -> Digest:
         select(func.count(), func.coalesce(func.sum(ev.c.id), 0)).where(ev.c.id.between(lo, hi))
     ).one()
     return Digest(int(rows), int(id_sum))
-
-
-def sum_simple(conn: Connection, lo: int, hi: int, sums: dict[PartKey, int]) -> Digest:
-    """scan_range's sums of [lo, hi] without the rows it returns alone (read by
-    read_alone instead), and the digest of the rows summed."""
-    query = (
-        _grouped(conn, func.sum(ev.c.id))
-        .where(ev.c.id.between(lo, hi), simple_measure(conn))
-        .group_by(*_GROUPS)
-    )
-    halves = conn.dialect.name == "sqlite"
-    rows = id_sum = 0
-    for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
-        rows += row[6]
-        id_sum += int(row[0])
-        _add_group(row, sums, halves)
-    return Digest(rows, id_sum)
-
-
-def _add_group(row: Sequence[Any], sums: dict[PartKey, int], halves: bool) -> None:
-    # Entities and units repeat across thousands of groups: one string each.
-    unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
-    key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
-    amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
-    sums[key] = sums.get(key, 0) + amount
 
 
 _RAW_COLUMNS = (
@@ -496,6 +476,17 @@ def read_alone(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
     sums itself (metering/store/measure_lines.py)."""
     alone = case((simple_measure(conn), 0), else_=1) == 1
     query = select(*_RAW_COLUMNS).where(ev.c.id.between(lo, hi), alone).order_by(ev.c.id)
+    return _stream(conn, query)
+
+
+def read_not_measures(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
+    """The rows of [lo, hi] whose kind and action say they are not measures (resource
+    events and most bad rows), whole, in id order: all of them are among those
+    scan_range returns alone, as simple_measure's first two terms are these. A
+    primary-key range pass with two comparisons a row (0.2 s at 1M rows, against
+    0.6 s for all of simple_measure's terms)."""
+    measures = and_(ev.c.kind == "quantity", ev.c.action == "measure")
+    query = select(*_RAW_COLUMNS).where(ev.c.id.between(lo, hi), ~measures).order_by(ev.c.id)
     return _stream(conn, query)
 
 

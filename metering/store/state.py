@@ -75,6 +75,17 @@ def advance_watermark(
         raise ConcurrentRun("another run committed first (watermark moved); nothing written")
 
 
+def widen_measure_period(conn: Connection, ms: int) -> None:
+    """Raise the stored longest measure period to `ms`: after the fence, in its
+    transaction, for measures read after it."""
+    state = metering_state.c
+    conn.execute(
+        update(metering_state)
+        .where(state.id == 1, state.max_measure_period_ms < ms)
+        .values(max_measure_period_ms=ms)
+    )
+
+
 def read_gaps(conn: Connection) -> list[Gap]:
     rows = conn.execute(select(event_gaps).order_by(event_gaps.c.id_from))
     return [
