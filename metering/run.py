@@ -746,6 +746,7 @@ def _side_rest(conn: Connection, side: _Side) -> _Batch:
     connection's sums where the run's snapshot held just the rows they summed besides
     those read; else the run's own scan of the window."""
     taken = side.scan.take()
+    reason = side.scan.why
     if taken is not None:
         scan, sums = taken
         rest = _Batch()
@@ -753,8 +754,8 @@ def _side_rest(conn: Connection, side: _Side) -> _Batch:
         if side.unread - found == scan.summed:
             billing.add_parts(rest.parts, sums)
             return rest
-        side.scan.why = "rows committed or changed between the two snapshots"
-    log.info("side_scan_unused", reason=side.scan.why, ids=[side.scan.lo, side.scan.hi])
+        reason = "rows committed or deleted between the two snapshots"
+    log.info("side_scan_unused", reason=reason, ids=[side.scan.lo, side.scan.hi])
     rest = _Batch()
     scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts)
     _read_ids(conn, [i for i in scan.other_ids if i not in side.read], rest)
