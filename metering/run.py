@@ -315,19 +315,6 @@ class _Job:
         catching_up = h0 is None or self.until - h0 > SHORT_BACKLOG
         if catching_up:
             top = min(newest, mark.last_event_id + self.id_window)
-        running: list[StoredResource] = []
-        if h0 is None:
-            h1 = self.until
-        else:
-            running = store_state.running_resources(conn)
-            h1 = billing.chunk_end(h0, self.until, len(running), LINE_BUDGET)
-        if top < newest:
-            # Ids beyond the window are still unread: bill only up to the hour the
-            # window's last event reached. Producers write in about time order, so
-            # the rest belongs to later hours; an event that does not is a late one,
-            # billed as a correction by the chunk that reads it.
-            h1 = billing.window_end(h0, h1, store_events.time_at_id(conn, top))
-
         self.pause("read")
         # Catching up, the database sums a window's simple measures into lines itself,
         # up to the row before the newest (store/measure_lines.py says why not that
@@ -340,7 +327,21 @@ class _Job:
         beside = conn.engine if is_mysql(conn) and not catching_up else None
         batch = _Batch()
         try:
+            # First: the side connection's snapshot then starts within moments of this
+            # one's (a producer's commit in between makes the run scan on its own).
             _read_new(conn, batch, mark, top, gaps, wall, self.request.settle_lag, server, beside)
+            running: list[StoredResource] = []
+            if h0 is None:
+                h1 = self.until
+            else:
+                running = store_state.running_resources(conn)
+                h1 = billing.chunk_end(h0, self.until, len(running), LINE_BUDGET)
+            if top < newest:
+                # Ids beyond the window are still unread: bill only up to the hour the
+                # window's last event reached. Producers write in about time order, so
+                # the rest belongs to later hours; an event that does not is a late
+                # one, billed as a correction by the chunk that reads it.
+                h1 = billing.window_end(h0, h1, store_events.time_at_id(conn, top))
             if h0 == h1 and batch.read == 0:
                 return None
             return self._bill(conn, batch, mark, running, (h0, h1), (top, newest), (started, wall))
