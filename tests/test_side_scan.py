@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, insert, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -24,7 +26,19 @@ from metering.store.events import RangeScan
 from metering.store.schema import usage_events
 from metering.store.side_scan import SideScan
 from metering.store.state import read_watermark
-from tests.support import billed, insert_events, measure, migrated, resource, run, t
+from tests.support import (
+    PROPERTY_SETTINGS,
+    Database,
+    billed,
+    insert_events,
+    measure,
+    migrated,
+    resource,
+    run,
+    t,
+)
+from tests.test_measure_lines import _outcome as outcome
+from tests.test_measure_lines import histories
 from tests.test_security import database_user
 
 pytestmark = pytest.mark.mariadb
@@ -209,3 +223,71 @@ def test_a_user_limited_to_two_connections_still_bills(
     assert outcome.runs[0].events_read == 6
     assert billed_bytes(engine) == sum(10 + i for i in range(6))
     assert len(refused) == 1 and "max_user_connections" in refused[0]
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
+    """test_measure_lines' histories (measures in one hour and across hours, odd units,
+    lifecycle events, negative quantities) plus rows of no or odd kind and action,
+    delivered in a few batches."""
+    rows = draw(histories())
+    # Equal to a measure's by MariaDB's collation or not: rows the run reads beside
+    # the scan by their kind, or those the scan names to it.
+    odd = st.sampled_from(
+        [("QUANTITY", "measure"), ("quantity ", "Measure"), ("quantity", "sample"), ("qty", "")]
+    )
+    for i in range(draw(st.integers(0, 4))):
+        kind, action = draw(odd)
+        at = START + timedelta(minutes=draw(st.integers(0, 5 * 60)))
+        rows.append({**bytes_of(100 + i, 7, end=at.isoformat()), "kind": kind, "action": action})
+    rows = draw(st.permutations(rows))
+    cuts = sorted(draw(st.lists(st.integers(0, len(rows)), max_size=3)))
+    return [rows[a:b] for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)]
+
+
+@pytest.fixture
+def pair(mariadb_url_factory: Any) -> list[Database]:
+    return [Database(migrated(mariadb_url_factory())) for _ in range(2)]
+
+
+@pytest.mark.mariadb
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(batches=deliveries())
+def test_hourly_runs_bill_the_same_beside_or_alone(
+    pair: list[Database],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batches: list[list[dict[str, Any]]],
+) -> None:
+    """Rows written straight into usage_events in batches, an hourly run after each, on
+    two MariaDB databases: one with the side connection, one where it is refused (the
+    run then scans alone, as before it). Both hold the same lines, pending parts and
+    run records."""
+    outcomes = []
+    beside: list[int] = []
+    for refused, db in zip((False, True), pair, strict=True):
+        db.reset()
+        insert_events(db.engine, [measure("old", 1, "2016-12-12T09:00Z", "2016-12-12T09:05Z")])
+        run(db.engine, START + timedelta(minutes=31), tmp_path)
+        with monkeypatch.context() as patch:
+            patch.setattr(SideScan, "__init__", refuse if refused else counted(beside))
+            for hour, rows in enumerate(batches, start=1):
+                insert_events(db.engine, rows)
+                run(db.engine, START + timedelta(hours=hour, minutes=31), tmp_path)
+        outcomes.append(outcome(db.engine))
+    assert len(beside) == sum(1 for rows in batches if rows)
+    assert outcomes[0] == outcomes[1]
+
+
+def refuse(self: SideScan, *_args: Any) -> None:
+    raise OperationalError("connect", {}, Exception("Too many connections"))
+
+
+def counted(calls: list[int]) -> Any:
+    original = SideScan.__init__
+
+    def opening(self: SideScan, *args: Any) -> None:
+        calls.append(1)
+        original(self, *args)
+
+    return opening
