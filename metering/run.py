@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -633,9 +633,13 @@ class _Batch:
 @dataclass(frozen=True)
 class _Side:
     scan: SideScan
-    rows: int  # in the window, in the run's own snapshot
-    read: frozenset[int]  # ids of those read already (not measures, by their kind)
-    unread: Digest  # of the others, which hold every row the side connection sums
+    read: frozenset[int]  # ids of the window's rows read already (not measures, by kind)
+    unread: Digest  # of its other rows, which hold every row the side connection sums
+
+    @property
+    def rows(self) -> int:
+        """The window's rows, in the run's own snapshot."""
+        return len(self.read) + self.unread.rows
 
 
 def _read_new(
@@ -653,8 +657,7 @@ def _read_new(
     `server`, if given: the highest id up to which the database may sum the window's
     simple measures itself (_write_measures); the rest is read here. `beside`, if
     given: the engine whose second connection sums the range past the watermark
-    (store/side_scan.py), taken by _side_sums."""
-    parts: dict[billing.PartKey, int] = {}
+    (store/side_scan.py), taken by _side_rest."""
     kept: list[Gap] = []
     # Most gap rows hold ids that will never come (other nodes' share, rollbacks):
     # one query finds the few rows that did, and only their gaps are read again (in
@@ -675,7 +678,7 @@ def _read_new(
         if dense >= lo:
             alone = 0
             for raw in store_events.read_alone(conn, lo, dense):
-                _take(raw, batch, parts)
+                _take(raw, batch)
                 alone += 1
             batch.summed_range = (lo, dense)
             batch.read += dense - lo + 1
@@ -683,16 +686,16 @@ def _read_new(
                 batch.max_period = max(batch.max_period, HOUR)
             lo = dense + 1
     if top >= lo and beside is not None:
-        batch.side = _read_beside(conn, beside, lo, top, batch, parts)
+        batch.side = _read_beside(conn, beside, lo, top, batch)
     if batch.side is not None:
         if batch.side.rows < top - lo + 1:
             kept.extend(Gap(ids, wall) for ids in _gap_rows(conn, lo, top))
     elif top >= lo:
         ranges.append((None, lo, top, wall))
     for within, lo, hi, seen in ranges:
-        scan = store_events.scan_range(conn, lo, hi, parts, within)
+        scan = store_events.scan_range(conn, lo, hi, batch.parts, within)
         for raw in store_events.events_by_id(conn, scan.other_ids):
-            _take(raw, batch, parts)
+            _take(raw, batch)
         batch.read += scan.rows
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))
@@ -703,17 +706,9 @@ def _read_new(
             batch.max_period = max(batch.max_period, HOUR)
     cutoff = wall - settle_lag
     batch.gaps = [g for g in kept if g.first_seen_at > cutoff]
-    batch.parts = parts
 
 
-def _read_beside(
-    conn: Connection,
-    engine: Engine,
-    lo: int,
-    hi: int,
-    batch: _Batch,
-    parts: dict[billing.PartKey, int],
-) -> _Side | None:
+def _read_beside(conn: Connection, engine: Engine, lo: int, hi: int, batch: _Batch) -> _Side | None:
     """[lo, hi] read while a second connection scans it: here, its digest and the rows
     that are not measures by their kind (resource events, most bad rows), in this
     run's snapshot. None, having read nothing, where no second connection could be had."""
@@ -725,19 +720,15 @@ def _read_beside(
         return None
     try:
         whole = store_events.digest(conn, lo, hi)
-        read = Digest(0, 0)
-        ids: list[int] = []
-        for raw in store_events.read_not_measures(conn, lo, hi):
-            _take(raw, batch, parts)
-            read = read.plus(raw.id)
-            ids.append(raw.id)
+        read = _read_rows(store_events.read_not_measures(conn, lo, hi), batch)
     except BaseException:
         scan.close()
         raise
     batch.read += whole.rows
-    if whole.rows > read.rows:
+    if whole.rows > len(read):
+        # Others are measures: those the side connection sums lie within an hour.
         batch.max_period = max(batch.max_period, HOUR)
-    return _Side(scan, whole.rows, frozenset(ids), whole - read)
+    return _Side(scan, frozenset(read), whole - Digest(len(read), sum(read)))
 
 
 def _side_rest(conn: Connection, side: _Side) -> _Batch:
@@ -765,11 +756,17 @@ def _side_rest(conn: Connection, side: _Side) -> _Batch:
 
 def _read_ids(conn: Connection, ids: Sequence[int], batch: _Batch) -> Digest:
     """Rows by id into `batch`; the digest of those found."""
-    found = Digest(0, 0)
-    for raw in store_events.events_by_id(conn, ids):
-        _take(raw, batch, batch.parts)
-        found = found.plus(raw.id)
-    return found
+    found = _read_rows(store_events.events_by_id(conn, ids), batch)
+    return Digest(len(found), sum(found))
+
+
+def _read_rows(rows: Iterable[RawEvent], batch: _Batch) -> list[int]:
+    """Rows into `batch`; their ids."""
+    ids: list[int] = []
+    for raw in rows:
+        _take(raw, batch)
+        ids.append(raw.id)
+    return ids
 
 
 @dataclass(frozen=True)
@@ -809,7 +806,7 @@ def _write_measures(
     return _Measures(written, before, 0)
 
 
-def _take(raw: RawEvent, batch: _Batch, parts: dict[billing.PartKey, int]) -> None:
+def _take(raw: RawEvent, batch: _Batch) -> None:
     """One row read alone: a rejection, a resource event, or a measure split here."""
     checked = validate(raw)
     if isinstance(checked, Rejection):
@@ -822,7 +819,7 @@ def _take(raw: RawEvent, batch: _Batch, parts: dict[billing.PartKey, int]) -> No
         for hour, amount in split_measure(
             checked.quantity, checked.period_start, checked.period_end
         ):
-            parts[(checked.key, hour)] = parts.get((checked.key, hour), 0) + amount
+            batch.parts[(checked.key, hour)] = batch.parts.get((checked.key, hour), 0) + amount
         batch.max_period = max(batch.max_period, checked.period_end - checked.period_start)
 
 

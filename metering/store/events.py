@@ -464,12 +464,6 @@ def _stream(conn: Connection, query: Any) -> Iterator[RawEvent]:
         result.close()
 
 
-def count_rows(conn: Connection, lo: int, hi: int) -> int:
-    """How many rows [lo, hi] holds: a primary-key range count."""
-    query = select(func.count()).select_from(ev).where(ev.c.id.between(lo, hi))
-    return int(conn.execute(query).scalar_one())
-
-
 def read_alone(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
     """The rows of [lo, hi] that scan_range would return alone (all but the simple
     measures), whole, in id order: for a range whose simple measures the database

@@ -78,13 +78,13 @@ def dense_end(conn: Connection, lo: int, hi: int) -> int:
     count of the range, and where it falls short, a bisection whose counts halve."""
     if hi < lo:
         return lo - 1
-    if store_events.count_rows(conn, lo, hi) == hi - lo + 1:
+    if store_events.digest(conn, lo, hi).rows == hi - lo + 1:
         return hi
     # Every id of [lo, good] holds a row; some id of [lo, bad] holds none.
     good, bad = lo - 1, hi
     while bad - good > 1:
         middle = (good + bad) // 2
-        if store_events.count_rows(conn, good + 1, middle) == middle - good:
+        if store_events.digest(conn, good + 1, middle).rows == middle - good:
             good = middle
         else:
             bad = middle
