@@ -749,7 +749,7 @@ def _side_rest(conn: Connection, side: _Side) -> _Batch:
         reason = "rows committed or deleted between the two snapshots"
     log.info("side_scan_unused", reason=reason, ids=[side.scan.lo, side.scan.hi])
     rest = _Batch()
-    scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts)
+    scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts, None, True)
     _read_ids(conn, [i for i in scan.other_ids if i not in side.read], rest)
     return rest
 

@@ -51,7 +51,7 @@ class SideScan:
             self._conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="metering-side-scan")
             self._future: Future[RangeScan] = self._pool.submit(
-                scan_range, self._conn, lo, hi, self._sums
+                scan_range, self._conn, lo, hi, self._sums, None, True
             )
         except BaseException:
             self.close()
