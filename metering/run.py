@@ -469,8 +469,12 @@ class _Job:
                 histories.update(recent_events)
                 names.update(recent_names)
         first_hours = resources.starts(plan, histories, new, h0)
+        # No line lies past the newest: a resource re-derived only from after it (as
+        # are most of a busy hour's, continued from h0) has nothing billed to diff.
+        latest = store_usage.latest_hour(conn)
+        diffed = {k: h for k, h in first_hours.items() if latest is not None and h <= latest}
         billed = store_usage.billed_running(
-            conn, list(first_hours), min(first_hours.values(), default=h1), h1
+            conn, list(diffed), min(diffed.values(), default=h1), h1
         )
         result = resources.bill(plan, first_hours, histories, billed, stored, h1)
         lines.extend(

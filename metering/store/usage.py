@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
@@ -169,6 +169,12 @@ def add_pending(conn: Connection, parts: dict[tuple[QuantityKey, int], int]) -> 
     insert_rows(
         conn, pending_usage, ("account", "entity", "resource_id", "unit", "hour", "quantity"), rows
     )
+
+
+def latest_hour(conn: Connection) -> int | None:
+    """The newest hour any line bills (the period_start index's last entry)."""
+    newest = conn.execute(select(func.max(usage_lines.c.period_start))).scalar()
+    return None if newest is None else to_ms(newest)
 
 
 def any_lines(conn: Connection) -> bool:
