@@ -637,7 +637,7 @@ class _Batch:
 @dataclass(frozen=True)
 class _Side:
     scan: SideScan
-    read: frozenset[int]  # ids of the window's rows read already (not measures, by kind)
+    read: frozenset[int]  # ids of the window's rows read already (of kinds not a measure's)
     unread: Digest  # of its other rows, which hold every row the side connection sums
 
     @property
@@ -714,7 +714,7 @@ def _read_new(
 
 def _read_beside(conn: Connection, engine: Engine, lo: int, hi: int, batch: _Batch) -> _Side | None:
     """[lo, hi] read while a second connection scans it: here, its digest and the rows
-    that are not measures by their kind (resource events, most bad rows), in this
+    whose kind is not a measure's (resource events, bad rows), in this
     run's snapshot. None, having read nothing, where no second connection could be had."""
     try:
         scan = SideScan(engine, lo, hi)
@@ -724,7 +724,7 @@ def _read_beside(conn: Connection, engine: Engine, lo: int, hi: int, batch: _Bat
         return None
     try:
         whole = store_events.digest(conn, lo, hi)
-        read = _read_rows(store_events.read_not_measures(conn, lo, hi), batch)
+        read = _read_rows(store_events.read_other_kinds(conn, lo, hi), batch)
     except BaseException:
         scan.close()
         raise
@@ -753,7 +753,9 @@ def _side_rest(conn: Connection, side: _Side) -> _Batch:
         reason = "rows committed or deleted between the two snapshots"
     log.info("side_scan_unused", reason=reason, ids=[side.scan.lo, side.scan.hi])
     rest = _Batch()
-    scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts, None, True)
+    # All kinds: a row that neither the side's filter nor read_other_kinds held (their
+    # check would be what failed) is read here all the same.
+    scan = store_events.scan_range(conn, side.scan.lo, side.scan.hi, rest.parts)
     _read_ids(conn, [i for i in scan.other_ids if i not in side.read], rest)
     return rest
 

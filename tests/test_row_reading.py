@@ -100,10 +100,10 @@ def test_mariadbs_readers_equal_the_drivers_reading(
     ids = [r.id for r in expected]
     with engine.connect() as conn:
         by_id = list(store_events.events_by_id(conn, ids))
-        not_measures = list(store_events.read_not_measures(conn, min(ids), max(ids)))
-        read = {r.id for r in not_measures}
+        other_kinds = list(store_events.read_other_kinds(conn, min(ids), max(ids)))
+        read = {r.id for r in other_kinds}
         rest = store_events.events_by_id(conn, [i for i in ids if i not in read])
-        beside = sorted([*not_measures, *rest], key=lambda r: r.id)
+        beside = sorted([*other_kinds, *rest], key=lambda r: r.id)
         keys = sorted({(r.account, r.entity, r.resource_id) for r in expected})
         history = store_events.resource_history(conn, keys)
     assert by_id == expected

@@ -5,7 +5,7 @@ hour), and while it runs the run's own connection can do nothing else: reading t
 window's other rows, planning its resources and writing their lines all waited for
 it. Here the GROUP BY runs on a connection of its own, in a thread that mostly
 waits on the socket, while the run's connection reads the resource events itself
-(events.read_not_measures) and gets on with the chunk; the sums are taken last.
+(events.read_other_kinds) and gets on with the chunk; the sums are taken last.
 
 Two connections are two snapshots, so the sums are taken only where both saw the
 same simple measures. The side connection starts its snapshot after the run's, so it
