@@ -30,7 +30,7 @@ from metering import migrate  # noqa: E402
 from metering.db import make_engine  # noqa: E402
 from metering.store import bulk  # noqa: E402
 from metering.store.schema import usage_lines  # noqa: E402
-from metering.store.usage import _LINE_COLUMNS, Line  # noqa: E402
+from metering.store.usage import LINE_COLUMNS, Line  # noqa: E402
 from metering.timeutil import from_ms  # noqa: E402
 
 START_MS = 1_480_550_400_000  # 2016-12-01T00:00Z
@@ -64,16 +64,16 @@ def main() -> None:
     try:
         migrate.upgrade(engine)
         data = rows(lines(n))
-        processors = [bulk._processor(usage_lines.c[c].type, engine.dialect) for c in _LINE_COLUMNS]
+        processors = [bulk._processor(usage_lines.c[c].type, engine.dialect) for c in LINE_COLUMNS]
 
         def many(conn: Connection) -> None:
             bound = (
                 [v if p is None else p(v) for p, v in zip(processors, r, strict=True)] for r in data
             )
-            bulk._insert_many(conn, usage_lines, _LINE_COLUMNS, bound)
+            bulk._insert_many(conn, usage_lines, LINE_COLUMNS, bound)
 
         def literal(conn: Connection) -> None:
-            bulk.insert_rows(conn, usage_lines, _LINE_COLUMNS, data)
+            bulk.insert_rows(conn, usage_lines, LINE_COLUMNS, data)
 
         for _ in range(args.repeat):
             for name, write in (("executemany", many), ("literal INSERT", literal)):
