@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from metering.store import bulk
 from metering.store.schema import resource_state, usage_lines
-from tests.support import PROPERTY_SETTINGS, Database
+from tests.support import PROPERTY_SETTINGS, Database, migrated
 
 LINE_COLUMNS = ("run_id", "account", "entity", "resource_id", "offering", "unit",
                 "period_start", "quantity", "source")  # fmt: skip
@@ -116,3 +116,20 @@ def test_remembered_renderings_survive_being_forgotten(
     with mariadb_database.engine.begin() as conn:
         assert bulk.insert_rows(conn, usage_lines, LINE_COLUMNS, rows) == 40
     assert _stored(mariadb_database) == rows
+
+
+def test_replacing_rows_updates_stored_keys_in_place_and_adds_new_ones(database_url: str) -> None:
+    engine = migrated(database_url)
+    columns = ("account", "entity", "resource_id", "running", "offering", "destroyed")
+    first = [("a", "vm", f"r{i}", True, "small", False) for i in range(4)]
+    second = [("a", "vm", "r1", False, None, True), ("a", "vm", "r9", True, "big", False)]
+    try:
+        with engine.begin() as conn:
+            bulk.insert_rows(conn, resource_state, columns, first)
+        with engine.begin() as conn:
+            bulk.insert_rows(conn, resource_state, columns, second, replace=True)
+        with engine.connect() as conn:
+            stored = conn.execute(select(*(resource_state.c[name] for name in columns))).all()
+    finally:
+        engine.dispose()
+    assert sorted(tuple(row) for row in stored) == sorted([*first[:1], *first[2:], *second])

@@ -21,6 +21,7 @@ from typing import Any
 from pymysql.constants import SERVER_STATUS
 from pymysql.converters import escape_string
 from sqlalchemy import Table, insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import String, TypeEngine
 
@@ -34,25 +35,44 @@ REMEMBERED = 50_000
 
 
 def insert_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    replace: bool = False,
 ) -> int:
     """Insert `rows` (values in `columns` order); returns how many. `rows` must not
-    use the connection: on MariaDB it is read while a statement runs."""
+    use the connection: on MariaDB it is read while a statement runs. `replace`: a
+    row whose primary key is stored already takes the place of the stored one (the
+    columns not given keep their value)."""
     types = [table.c[name].type for name in columns]
+    updated = [name for name in columns if not table.c[name].primary_key] if replace else []
     if conn.dialect.name in ("mysql", "mariadb"):
-        return _insert_literal(conn, table, columns, types, rows)
+        return _insert_literal(conn, table, columns, types, rows, updated)
     processors = [_processor(column_type, conn.dialect) for column_type in types]
 
     def bind(row: Sequence[Any]) -> list[Any]:
         return [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
 
-    return _insert_many(conn, table, columns, (bind(row) for row in rows))
+    return _insert_many(conn, table, columns, (bind(row) for row in rows), updated)
 
 
 def _insert_many(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[list[Any]]
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[list[Any]],
+    updated: Sequence[str] = (),
 ) -> int:
-    compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
+    statement: Any = insert(table)
+    if updated:
+        statement = sqlite_insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={name: statement.excluded[name] for name in updated},
+        )
+    compiled = statement.compile(dialect=conn.dialect, column_keys=list(columns))
     statement = str(compiled)
     order: list[int] | None = None
     if compiled.positional:
@@ -85,12 +105,17 @@ def _insert_literal(
     columns: Sequence[str],
     types: Sequence[TypeEngine[Any]],
     rows: Iterable[Sequence[Any]],
+    updated: Sequence[str] = (),
 ) -> int:
     preparer = conn.dialect.identifier_preparer
     head = (
         f"INSERT INTO {preparer.format_table(table)} "
         f"({', '.join(preparer.quote(name) for name in columns)}) VALUES "
     )
+    tail = ""
+    if updated:
+        quoted = [preparer.quote(name) for name in updated]
+        tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"{q} = VALUES({q})" for q in quoted)
     literal = _literal_writer(conn)
     renderers = [_renderer(column_type, conn.dialect, literal) for column_type in types]
     written = 0
@@ -109,12 +134,12 @@ def _insert_literal(
             if len(batch) == BATCH or size >= STATEMENT_BYTES:
                 if running is not None:
                     written += running.result()
-                running = pool.submit(_execute, conn, head, batch)
+                running = pool.submit(_execute, conn, head, batch, tail)
                 batch, size = [], 0
         if running is not None:
             written += running.result()
     if batch:
-        written += _execute(conn, head, batch)
+        written += _execute(conn, head, batch, tail)
     return written
 
 
@@ -149,9 +174,9 @@ class _Remembered(dict[Any, str]):
         return text
 
 
-def _execute(conn: Connection, head: str, batch: list[str]) -> int:
+def _execute(conn: Connection, head: str, batch: list[str], tail: str) -> int:
     # no_parameters: the driver must not read `%` in the data as a placeholder.
-    conn.exec_driver_sql(head + ",".join(batch), execution_options={"no_parameters": True})
+    conn.exec_driver_sql(head + ",".join(batch) + tail, execution_options={"no_parameters": True})
     return len(batch)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from metering.core.events import ResourceKey
@@ -204,20 +204,8 @@ def resources_never_read(conn: Connection) -> list[ResourceKey]:
 
 
 def save_resources(conn: Connection, stored: Iterable[StoredResource]) -> None:
-    items = list(stored)
-    if not items:
-        return
-    keys = [s.key for s in items]
-    if len(keys) > MANY:
-        with key_table(conn, keys) as gone:
-            columns = (
-                resource_state.c.account,
-                resource_state.c.entity,
-                resource_state.c.resource_id,
-            )
-            conn.execute(delete(resource_state).where(tuple_(*columns).in_(select(gone))))
-    else:
-        conn.execute(delete(resource_state).where(key_match(keys)))
+    # In place: deleting the stored rows first took a table of their keys, a join and
+    # twice the writes (a busy hour saves 9k).
     insert_rows(
         conn,
         resource_state,
@@ -235,8 +223,9 @@ def save_resources(conn: Connection, stored: Iterable[StoredResource]) -> None:
                 None if s.last_event_at is None else from_ms(s.last_event_at),
                 None if s.last_seen_at is None else from_ms(s.last_seen_at),
             )
-            for s in items
+            for s in stored
         ),
+        replace=True,
     )
 
 
