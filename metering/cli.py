@@ -119,9 +119,18 @@ def command_context() -> Context:
 
 
 def engine_for(settings: Settings, *, at_head: bool = True) -> Engine:
-    engine = open_database(settings.database_url)
+    engine = closed_with_command(open_database(settings.database_url))
     if at_head:
         migrate.require_head(engine)
+    return engine
+
+
+def closed_with_command(engine: Engine) -> Engine:
+    """`engine`, whose pooled connections are closed (with the protocol's goodbye)
+    when the command ends, however it ends. Left to the interpreter's exit, each was
+    cut: MariaDB logged every one as an aborted connection and counted it in
+    Aborted_clients, two or three an hour, which is what monitoring alerts on."""
+    click.get_current_context().call_on_close(engine.dispose)
     return engine
 
 
@@ -238,8 +247,10 @@ def db_upgrade(database_url: str | None, config: str | None) -> None:
     ctx = command_context()
     with handle_errors(ctx.verbose):
         settings = ctx.settings(database_url, config)
-        engine = open_database(
-            settings.database_url, create=True, create_parents=settings.default_database
+        engine = closed_with_command(
+            open_database(
+                settings.database_url, create=True, create_parents=settings.default_database
+            )
         )
         before = migrate.current(engine)
         migrate.upgrade(engine)

@@ -240,3 +240,36 @@ def test_real_process(engine: Engine, database_url: str, env: dict[str, str]) ->
         check=False,
     )
     assert again.returncode == 2
+
+
+@pytest.mark.mariadb
+def test_a_run_says_goodbye_on_every_connection(mariadb_url: str, env: dict[str, str]) -> None:
+    """Each connection a run opens (the lock's, its own, the side scan's) is closed
+    with the protocol's goodbye, also when the run fails: a connection cut by the
+    process's exit is logged by MariaDB as aborted and counted in Aborted_clients."""
+    engine = migrated(mariadb_url)
+    insert_events(engine, [resource("c", "create", "2016-12-12T10:15:00Z", offering="m")])
+    full_env = {**os.environ, **env, "METERING_DATABASE_URL": mariadb_url}
+
+    def aborted() -> int:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Aborted_clients'").one()
+        return int(row[1])
+
+    def metering(*args: str) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "metering", *args],
+            env=full_env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        ).returncode
+
+    try:
+        before = aborted()
+        assert metering("run", "--now", NOW) == 0
+        assert metering("run", "--now", "2016-12-12T10:00:00Z", "--until", "x") == 2
+        assert metering("status") == 0
+        assert aborted() == before
+    finally:
+        engine.dispose()
