@@ -5,8 +5,6 @@ ends of DATETIME's range, and the zero dates a lax sql_mode lets in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +13,7 @@ from sqlalchemy import Engine, delete, select, text
 from metering.core.events import RawEvent
 from metering.store import events as store_events
 from metering.store.schema import usage_events
-from tests.support import PROPERTY_SETTINGS, migrated
+from tests.support import PROPERTY_SETTINGS, Database
 
 pytestmark = pytest.mark.mariadb
 
@@ -33,15 +31,6 @@ TIMES = [
 
 
 TIME_COLUMNS = ("occurred_at", "period_start", "period_end")
-
-
-@pytest.fixture
-def engine(mariadb_url: str) -> Iterator[Engine]:
-    engine = migrated(mariadb_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 COLUMNS = ("event_id", "kind", "entity", "action", "account", "resource_id", "offering",
@@ -80,8 +69,9 @@ def driver_reading(engine: Engine) -> list[RawEvent]:
 @settings(max_examples=60, **PROPERTY_SETTINGS)
 @given(rows=stored_rows())
 def test_mariadbs_readers_equal_the_drivers_reading(
-    engine: Engine, rows: list[dict[str, object]]
+    mariadb_database: Database, rows: list[dict[str, object]]
 ) -> None:
+    engine = mariadb_database.engine
     with engine.begin() as conn:
         conn.execute(delete(usage_events))
         # Zero dates: what a producer's session without NO_ZERO_DATE may store.
