@@ -99,3 +99,29 @@ def test_mariadbs_readers_equal_the_drivers_reading(
     assert sorted((r for rs in history.values() for r in rs), key=lambda r: r.id) == [
         r for r in expected if r.kind == "resource"
     ]
+
+
+@pytest.mark.parametrize("most", [64, 2], ids=["kinds sought", "too many kinds"])
+def test_other_kinds_are_every_row_but_a_measures_kind(
+    mariadb_database: Database, monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    # Past MAX_KINDS_SOUGHT the rows are found by testing each one's kind instead.
+    monkeypatch.setattr(store_events, "MAX_KINDS_SOUGHT", most)
+    kinds = ["resource", "quantity", "Quantity", "x", "quantity", "y", "resource"]
+    rows = [
+        {**dict.fromkeys(COLUMNS), "event_id": f"e{i}", "kind": kind, "entity": "vm",
+         "action": "start", "account": "a", "resource_id": "r", "occurred_at": TIMES[0]}
+        for i, kind in enumerate(kinds)
+    ]  # fmt: skip
+    with mariadb_database.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"INSERT INTO usage_events ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join(':' + c for c in COLUMNS)})"
+            ),
+            rows,
+        )
+    with mariadb_database.engine.connect() as conn:
+        read = list(store_events.read_other_kinds(conn, 0, 10**9))
+    assert [r.kind for r in read] == [k for k in kinds if k != "quantity"]
+    assert [r.id for r in read] == sorted(r.id for r in read)
