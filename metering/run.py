@@ -455,9 +455,10 @@ class _Job:
         pending = store_state.pending_resources(conn, h1) if h0 is not None else []
         keys, future_only = resources.touched(new, pending, h1)
         # Most resources a busy hour touches are running ones (5.8k of 9k).
+        wanted = keys + future_only
         known = {r.key: r for r in running}
-        stored = store_state.resources(conn, [k for k in keys + future_only if k not in known])
-        stored.update((k, known[k]) for k in keys + future_only if k in known)
+        stored = store_state.resources(conn, [k for k in wanted if k not in known])
+        stored.update((k, known[k]) for k in wanted if k in known)
         saved = resources.future_records(future_only, new, stored)
         if not keys:
             return frozenset(), saved
@@ -685,10 +686,7 @@ def _read_new(
     if server is not None and top >= lo:
         dense = store_lines.dense_end(conn, lo, min(top, server))
         if dense >= lo:
-            alone = 0
-            for raw in store_events.read_alone(conn, lo, dense):
-                _take(raw, batch)
-                alone += 1
+            alone = len(_read_rows(store_events.read_alone(conn, lo, dense), batch))
             batch.summed_range = (lo, dense)
             batch.read += dense - lo + 1
             if alone < dense - lo + 1:
@@ -703,8 +701,7 @@ def _read_new(
         ranges.append((None, lo, top, wall))
     for within, lo, hi, seen in ranges:
         scan = store_events.scan_range(conn, lo, hi, batch.parts, within)
-        for raw in store_events.events_by_id(conn, scan.other_ids):
-            _take(raw, batch)
+        _read_rows(store_events.events_by_id(conn, scan.other_ids), batch)
         batch.read += scan.rows
         if within is not None:
             kept.extend(Gap(ids, seen) for ids in gaps_core.subtract(within, found[within]))

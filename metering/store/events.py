@@ -34,7 +34,7 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
@@ -386,7 +386,7 @@ def scan_range(
     halves = conn.dialect.name == "sqlite"
     rows = summed_ids = 0
     others: list[int] = []
-    for row in conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH)):
+    for row in _streamed(conn, query):
         rows += row[6]
         if row[0]:
             others.append(int(row[0]))
@@ -426,20 +426,10 @@ def digest(conn: Connection, lo: int, hi: int) -> Digest:
 _TIMES = ("occurred_at", "period_start", "period_end")
 _NAMES = ("id", "event_id", "kind", "entity", "action", "account", "resource_id", "offering",
           "occurred_at", "quantity", "unit", "period_start", "period_end")  # fmt: skip
-_RAW_COLUMNS = (
-    ev.c.id,
-    ev.c.event_id,
-    ev.c.kind,
-    ev.c.entity,
-    ev.c.action,
-    ev.c.account,
-    ev.c.resource_id,
-    ev.c.offering,
-    type_coerce(ev.c.occurred_at, _Raw()),
-    type_coerce(ev.c.quantity, _Raw()),
-    ev.c.unit,
-    type_coerce(ev.c.period_start, _Raw()),
-    type_coerce(ev.c.period_end, _Raw()),
+# As the driver gives them: on SQLite, times and quantities as the producer stored them.
+_RAW_COLUMNS = tuple(
+    type_coerce(column, _Raw()) if column.name in (*_TIMES, "quantity") else column
+    for column in ev.c[_NAMES]
 )
 
 
@@ -515,13 +505,16 @@ def _reading(conn: Connection) -> tuple[tuple[Any, ...], Callable[[Sequence[Any]
 def _stream(conn: Connection, where: Callable[[Select[Any]], Select[Any]]) -> Iterator[RawEvent]:
     """Whole rows of select(columns), as `where` narrows and orders it, streamed."""
     columns, make = _reading(conn)
+    for row in _streamed(conn, where(select(*columns))):
+        yield make(row)
+
+
+def _streamed(conn: Connection, query: Select[Any]) -> Iterator[Row[Any]]:
     # Per statement: Connection.execution_options would switch the whole connection
     # to unbuffered cursors.
-    query = where(select(*columns)).execution_options(stream_results=True, yield_per=STREAM_BATCH)
-    result = conn.execute(query)
+    result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
     try:
-        for row in result:
-            yield make(row)
+        yield from result
     finally:
         result.close()
 
@@ -552,16 +545,12 @@ def read_other_kinds(conn: Connection, lo: int, hi: int) -> Iterator[RawEvent]:
             ev, "FORCE INDEX (ix_usage_events_kind_id)", "mysql"
         )
     later: list[int] = []
-    result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
-    try:
-        for (text,) in result:
-            raw = _unpack(text)
-            if raw is None:
-                later.append(int(text.split(_SEPARATOR, 1)[0]))
-            else:
-                yield raw
-    finally:
-        result.close()
+    for (text,) in _streamed(conn, query):
+        raw = _unpack(text)
+        if raw is None:
+            later.append(int(text.split(_SEPARATOR, 1)[0]))
+        else:
+            yield raw
     yield from events_by_id(conn, later)
 
 
@@ -702,12 +691,8 @@ def holes(conn: Connection, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         .where(rows.c.id - rows.c.previous > 1)
         .order_by(rows.c.id)
     )
-    result = conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
-    try:
-        for first, end in result:
-            yield int(first), int(end)
-    finally:
-        result.close()
+    for first, end in _streamed(conn, query):
+        yield int(first), int(end)
     if last < hi:
         yield int(last) + 1, hi
 
