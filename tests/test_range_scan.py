@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
@@ -42,16 +42,34 @@ def rows(draw: st.DrawFn) -> list[dict[str, Any]]:
                 kind=draw(st.sampled_from(["quantity", "quantity", "resource", "Quantity"])),
                 entity=draw(st.sampled_from(["ip", "", "ip "])),
                 action=draw(st.sampled_from(["measure", "measure", "stop"])),
-                account=draw(st.sampled_from(["acme", "", "ACME"])),
-                resource_id=draw(st.sampled_from(["10.0.0.1", "10.0.0.2"])),
+                # Delimiters and multi-byte text: MariaDB's groups come packed in one
+                # text each (store/events.py, _packed_groups).
+                account=draw(st.sampled_from(["acme", "", "ACME", "ac:1,é"])),
+                resource_id=draw(st.sampled_from(["10.0.0.1", "10.0.0.2", "ü\x1f:,2"])),
                 quantity=draw(st.sampled_from(QUANTITIES)),
-                unit=draw(st.sampled_from(["byte", None, "", "packet", " ", "\u00a0byte"])),
+                unit=draw(st.sampled_from(["byte", None, "", "packet", " ", "\u00a0byte", "b:,ÿ"])),
                 period_start=draw(st.sampled_from([start, start, None])),
                 period_end=end,
                 occurred_at=end,
             )
         )
     return out
+
+
+# Every text of a group's key holding the packing's delimiters or multi-byte text.
+PACKING_EXAMPLE = event(
+    event_id="e0",
+    kind="quantity",
+    entity="ip:é",
+    action="measure",
+    account="ac:1,é",
+    resource_id="ü\x1f:,2 ",
+    quantity=7,
+    unit="b:,ÿ",
+    period_start=BASE,
+    period_end=BASE + timedelta(minutes=1),
+    occurred_at=BASE + timedelta(minutes=1),
+)
 
 
 @pytest.fixture
@@ -65,6 +83,7 @@ def scan_engines(tmp_path: Path, mariadb_url: str) -> dict[str, Engine]:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(batch=rows())
+@example(batch=[PACKING_EXAMPLE])
 def test_database_sums_only_what_the_core_bills_in_one_hour(
     scan_engines: dict[str, Engine], batch: list[dict[str, Any]]
 ) -> None:

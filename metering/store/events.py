@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -386,7 +386,12 @@ def scan_range(
     halves = conn.dialect.name == "sqlite"
     rows = summed_ids = 0
     others: list[int] = []
-    for row in _streamed(conn, query):
+    groups: Iterable[Sequence[Any]]
+    if halves:
+        groups = _streamed(conn, query)
+    else:
+        groups = map(_unpack_group, _streamed(conn, _packed_groups(query)))
+    for row in groups:
         rows += row[6]
         if row[0]:
             others.append(int(row[0]))
@@ -399,6 +404,35 @@ def scan_range(
         sums[key] = sums.get(key, 0) + amount
     others.sort()
     return RangeScan(rows, others, Digest(rows - len(others), summed_ids))
+
+
+def _packed_groups(query: Select[Any]) -> Select[Any]:
+    """scan_query's groups on MariaDB, each as one text: its numbers, the lengths of
+    its key's texts, then those texts unseparated, so no character in them can be
+    misread. The driver's reading of nine columns a group took most of the 0.3 s of CPU
+    a busy hour's 27k groups cost once summed; the run waits for it."""
+    c = query.subquery().c
+    head = (c.g_single, c["count"], func.ifnull(c.g_hour, ""), func.ifnull(c["sum"], ""),
+            c.sum_1, func.ifnull(func.char_length(c.unit), 0), func.char_length(c.account),
+            func.char_length(c.entity))  # fmt: skip
+    fields: list[Any] = []
+    for value in head:
+        fields.extend((value, ","))
+    fields[-1] = ":"
+    fields.extend((func.ifnull(c.unit, ""), c.account, c.entity, c.resource_id))
+    return select(cast(func.concat(*fields), String))
+
+
+def _unpack_group(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A _packed_groups text as scan_query's row (its unit '' for NULL: both are blank)."""
+    text: str = row[0]
+    colon = text.index(":")
+    single, count, hour, amount, ids, unit, account, entity = text[:colon].split(",")
+    a = colon + 1
+    b = a + int(unit)
+    c = b + int(account)
+    d = c + int(entity)
+    return (int(single), text[a:b], hour, text[b:c], text[c:d], text[d:], int(count), amount, ids)
 
 
 @dataclass(frozen=True, slots=True)
