@@ -331,9 +331,9 @@ def scan_query(
             ev.c.account,
             ev.c.entity,
             ev.c.resource_id,
-            func.count(),
+            func.count().label("g_rows"),
             *_quantity_sums(conn),
-            func.sum(ev.c.id),
+            func.sum(ev.c.id).label("g_ids"),
         )
         .where(ev.c.id.between(lo, hi) if within is None else in_gap(ev.c.id, within))
         # By alias: given the expressions, MariaDB evaluated them again for grouping
@@ -358,10 +358,10 @@ def _quantity_sums(conn: Connection) -> tuple[ColumnElement[Any], ...]:
     into a DECIMAL, exactly; SQLite's integer SUM fails past 2^63 ("integer overflow":
     one key's volume would stop every run), so it sums the high and low 32 bits apart."""
     if conn.dialect.name != "sqlite":
-        return (func.sum(ev.c.quantity),)
+        return (func.sum(ev.c.quantity).label("g_amount"),)
     return (
-        func.sum(ev.c.quantity.op(">>")(32)),
-        func.sum(ev.c.quantity.op("&")(_LOW_BITS)),
+        func.sum(ev.c.quantity.op(">>")(32)).label("g_amount_high"),
+        func.sum(ev.c.quantity.op("&")(_LOW_BITS)).label("g_amount_low"),
     )
 
 
@@ -383,11 +383,11 @@ def scan_range(
     memory follows the groups, not the rows. `quantities`: only the rows of a
     measure's kind (the rest having been read by read_other_kinds)."""
     query = scan_query(conn, lo, hi, within, quantities)
-    halves = conn.dialect.name == "sqlite"
+    sqlite = conn.dialect.name == "sqlite"
     rows = summed_ids = 0
     others: list[int] = []
     groups: Iterable[Sequence[Any]]
-    if halves:
+    if sqlite:
         groups = _streamed(conn, query)
     else:
         groups = map(_unpack_group, _streamed(conn, _packed_groups(query)))
@@ -400,7 +400,8 @@ def scan_range(
         # Entities and units repeat across thousands of groups: one string each.
         unit = intern(DEFAULT_UNIT if is_blank(row[1]) else row[1])
         key = ((row[3], intern(row[4]), row[5], unit), int(row[2]) * HOUR)
-        amount = (int(row[7]) << 32) + int(row[8]) if halves else int(row[7])
+        # SQLite's sum comes in two halves (_quantity_sums).
+        amount = (int(row[7]) << 32) + int(row[8]) if sqlite else int(row[7])
         sums[key] = sums.get(key, 0) + amount
     others.sort()
     return RangeScan(rows, others, Digest(rows - len(others), summed_ids))
@@ -412,8 +413,8 @@ def _packed_groups(query: Select[Any]) -> Select[Any]:
     misread. The driver's reading of nine columns a group took most of the 0.3 s of CPU
     a busy hour's 27k groups cost once summed; the run waits for it."""
     c = query.subquery().c
-    head = (c.g_single, c["count"], func.ifnull(c.g_hour, ""), func.ifnull(c["sum"], ""),
-            c.sum_1, func.ifnull(func.char_length(c.unit), 0), func.char_length(c.account),
+    head = (c.g_single, c.g_rows, func.ifnull(c.g_hour, ""), func.ifnull(c.g_amount, ""),
+            c.g_ids, func.ifnull(func.char_length(c.unit), 0), func.char_length(c.account),
             func.char_length(c.entity))  # fmt: skip
     fields: list[Any] = []
     for value in head:
