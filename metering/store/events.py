@@ -428,11 +428,11 @@ def _unpack_group(row: Sequence[Any]) -> tuple[Any, ...]:
     """A _packed_groups text as scan_query's row (its unit '' for NULL: both are blank)."""
     text: str = row[0]
     colon = text.index(":")
-    single, count, hour, amount, ids, unit, account, entity = text[:colon].split(",")
+    single, count, hour, amount, ids, unit_len, account_len, entity_len = text[:colon].split(",")
     a = colon + 1
-    b = a + int(unit)
-    c = b + int(account)
-    d = c + int(entity)
+    b = a + int(unit_len)
+    c = b + int(account_len)
+    d = c + int(entity_len)
     return (int(single), text[a:b], hour, text[b:c], text[c:d], text[d:], int(count), amount, ids)
 
 
