@@ -316,6 +316,13 @@ class _Job:
         if catching_up:
             top = min(newest, mark.last_event_id + self.id_window)
         self.pause("read")
+        reached = store_events.time_at_id(conn, top) if top < newest else None
+        if reached is not None and (h0 is None or hour_of(reached) > h0):
+            # The window stops before the hour its last event began: this chunk bills
+            # up to that hour (below), and its rows of that hour would only wait in
+            # pending_usage for the next chunk, which reads the rest of the hour.
+            cut = store_events.last_before(conn, mark.last_event_id + 1, top, hour_of(reached))
+            top = cut if cut > mark.last_event_id else top
         # Catching up, the database sums a window's simple measures into lines itself,
         # up to the row before the newest (store/measure_lines.py says why not that
         # one). Its locking read costs more per row than the range scan's (4.4 s
@@ -338,10 +345,11 @@ class _Job:
                 h1 = billing.chunk_end(h0, self.until, len(running), LINE_BUDGET)
             if top < newest:
                 # Ids beyond the window are still unread: bill only up to the hour the
-                # window's last event reached. Producers write in about time order, so
-                # the rest belongs to later hours; an event that does not is a late
-                # one, billed as a correction by the chunk that reads it.
-                h1 = billing.window_end(h0, h1, store_events.time_at_id(conn, top))
+                # window's last event (before the cut above) reached. Producers write
+                # in about time order, so the rest belongs to later hours; an event
+                # that does not is a late one, billed as a correction by the chunk
+                # that reads it.
+                h1 = billing.window_end(h0, h1, reached)
             if h0 == h1 and batch.read == 0:
                 return None
             return self._bill(conn, batch, mark, running, (h0, h1), (top, newest), (started, wall))

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from metering import run as run_module
 from metering.core.billing import next_window, window_end
 from metering.core.events import HOUR, MIN_TIME
+from metering.store.events import last_before
 from metering.store.schema import usage_lines
 from tests.contract_model import expected
 from tests.support import (
@@ -61,12 +62,12 @@ def catch_up(db: Database, events: list[dict[str, Any]], window: int, tmp_path: 
     monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (window, window))
     outcome = run(db.engine, LAST_NOW, tmp_path)
     read = [r for r in outcome.runs if r.last_event_id is not None]
-    # Every window is a chunk of its own (one transaction, one run id), until the
-    # backlog left is short enough to be read at once; together they read every id.
-    assert all(r.last_event_id - r.first_event_id + 1 == window for r in read[:-1])
-    assert [(r.first_event_id, r.last_event_id) for r in read] == [
-        (1 + i * window, r.last_event_id) for i, r in enumerate(read)
-    ]
+    # Every window is a chunk of its own (one transaction, one run id) of at most
+    # `window` ids (fewer where it stops before the hour its last event began), until
+    # the backlog left is short enough to be read at once; together they read every id.
+    spans = [(r.first_event_id, r.last_event_id) for r in read]
+    assert all(last - first < window for first, last in spans[:-1]), spans
+    assert [first for first, _ in spans] == [1] + [last + 1 for _, last in spans[:-1]]
     assert read[-1].last_event_id == len(events)
     assert len({r.run_id for r in outcome.runs}) == len(outcome.runs)
     return billed(db.engine)
@@ -150,8 +151,9 @@ def test_a_window_bills_only_from_events_up_to_its_last_id(
         measure(f"m{i}", 10, start.isoformat(), (start + timedelta(minutes=1)).isoformat())
         for i, start in enumerate(starts)
     ]
-    # Windows of 5 ids: 1-5 (filler to 05:00), 6-10 (filler to 07:00 and, as id 8, the
-    # stop at 05:28), 11-14 (the create at 05:10, id 14).
+    # Windows of up to 5 ids, each stopping before the hour its last event began: 1-4
+    # (filler to 04:30), 5-8 (filler to 06:00 and, as id 8, the stop at 05:28), 9-11
+    # (filler to 07:30), then the rest, 12-14 (the create at 05:10, id 14).
     insert_events(engine, filler[:7])
     insert_events(engine, [resource("stop", "stop", "2016-12-12T05:28:00Z")])
     insert_events(engine, filler[7:])
@@ -160,14 +162,62 @@ def test_a_window_bills_only_from_events_up_to_its_last_id(
     monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (5, 5))
     outcome = run(engine, "2016-12-12T09:31Z", tmp_path)
     windows = [(r.first_event_id, r.last_event_id) for r in outcome.runs]
-    assert windows == [(1, 5), (6, 10), (11, 14)], windows
+    assert windows == [(1, 4), (5, 8), (9, 11), (12, 14)], windows
     with engine.connect() as conn:
         writers = set(
             conn.execute(
                 select(usage_lines.c.run_id).where(usage_lines.c.resource_id == "vm-1")
             ).scalars()
         )
-    assert writers == {outcome.runs[2].run_id}, writers
+    assert writers == {outcome.runs[3].run_id}, writers
     assert billed(engine)[("acme", "vm", "vm-1", "l", "second", t("2016-12-12T05:00Z"))] == (
         Decimal(18 * 60)
     )
+
+
+def test_a_window_stops_before_the_hour_its_last_event_began(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """That hour is not closed by the window's chunk: its rows there would only wait in
+    pending_usage for the next chunk, which reads them with the rest of the hour. A row
+    belongs before the hour its period, or else its time, starts before."""
+    engine = migrated(database_url)
+    insert_events(
+        engine,
+        [
+            measure("a", 1, "2016-12-12T03:10Z", "2016-12-12T03:20Z"),
+            measure("b", 2, "2016-12-12T03:50Z", "2016-12-12T04:10Z"),  # over 04:00
+            resource("c", "create", "2016-12-12T03:59Z", offering="l"),
+            measure("d", 4, "2016-12-12T04:00Z", "2016-12-12T04:00Z"),  # an instant: 04:00
+            measure("e", 8, "2016-12-12T04:20Z", "2016-12-12T04:30Z"),  # the first window's last
+            measure("f", 16, "2016-12-12T05:20Z", "2016-12-12T05:30Z"),
+            measure("g", 32, "2016-12-12T06:20Z", "2016-12-12T06:30Z"),
+            measure("h", 64, "2016-12-12T07:20Z", "2016-12-12T07:30Z"),  # the second's
+            measure("i", 128, "2016-12-12T08:20Z", "2016-12-12T08:30Z"),
+            measure("j", 256, "2016-12-12T09:10Z", "2016-12-12T09:20Z"),
+        ],
+    )
+    with engine.connect() as conn:
+        hour = int(t("2016-12-12T04:00Z").timestamp() * 1000)
+        assert last_before(conn, 1, 5, hour) == 3
+        assert last_before(conn, 4, 5, hour) == 3  # none: lo - 1
+        assert last_before(conn, 1, 2, hour) == 2
+    monkeypatch.setattr(run_module, "ID_WINDOW", 5)
+    monkeypatch.setattr(run_module, "ID_WINDOW_LIMITS", (5, 5))
+    now = "2016-12-12T10:31Z"
+    outcome = run(engine, now, tmp_path)
+    windows = [(r.first_event_id, r.last_event_id) for r in outcome.runs]
+    assert windows == [(1, 3), (4, 7), (8, 10)], windows
+    assert [r.corrections for r in outcome.runs] == [0, 0, 0]
+    assert billed(engine) == expected(Database(engine).stored(), t("2016-12-12T10:00Z"))
+
+
+def test_a_producers_own_time_text_is_read_as_its_instant(sqlite_url: str) -> None:
+    """On SQLite, where a producer may store '2016-12-12T03:59:00Z': the window's edge
+    compares instants, not texts ('T' sorts after ' ')."""
+    engine = migrated(sqlite_url)
+    insert_events(engine, [resource("c", "create", "2016-12-12T04:30Z", offering="l")])
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE usage_events SET occurred_at = '2016-12-12T03:59:00Z'")
+        hour = int(t("2016-12-12T04:00Z").timestamp() * 1000)
+        assert last_before(conn, 1, 1, hour) == 1
