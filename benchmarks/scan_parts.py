@@ -7,6 +7,8 @@ Takes the id range and the lines of the last scheduled run in that database and
 times, best of --repeat (interleaved, so a noisy moment hits every variant alike):
   limit            the benchmark's limit query (GROUP BY account, entity, resource_id, h)
   scan             metering's range scan (store.events.scan_range), fetch included
+  scan, measures   the same over the rows of a measure's kind only: what the side
+                   connection of an hourly run on MariaDB sends (store/side_scan.py)
   scan, columns    the scan's query with each group as nine columns, fetched, not
                    summed (how MariaDB's groups came before they came as one text)
   scan, text first the scan's query with the text columns first in GROUP BY (how it was)
@@ -98,6 +100,7 @@ def main() -> int:
         variants: dict[str, Callable[[], Any]] = {
             "limit": query(LIMIT),
             "scan": lambda: events.scan_range(conn, lo, hi, {}),
+            "scan, measures": lambda: events.scan_range(conn, lo, hi, {}, quantities=True),
             "scan, columns": lambda: conn.execute(events.scan_query(conn, lo, hi)).all(),
             **{name: query(sql) for name, sql in scan_variants(conn, lo, hi).items()},
             "insert lines": lambda: usage.insert_lines(conn, "scan-parts", lines),
