@@ -317,11 +317,12 @@ class _Job:
             top = min(newest, mark.last_event_id + self.id_window)
         self.pause("read")
         reached = store_events.time_at_id(conn, top) if top < newest else None
-        if reached is not None and (h0 is None or hour_of(reached) > h0):
+        last_hour = None if reached is None else hour_of(reached)
+        if last_hour is not None and (h0 is None or last_hour > h0):
             # The window stops before the hour its last event began: this chunk bills
             # up to that hour (below), and its rows of that hour would only wait in
             # pending_usage for the next chunk, which reads the rest of the hour.
-            cut = store_events.last_before(conn, mark.last_event_id + 1, top, hour_of(reached))
+            cut = store_events.last_before(conn, mark.last_event_id + 1, top, last_hour)
             top = cut if cut > mark.last_event_id else top
         # Catching up, the database sums a window's simple measures into lines itself,
         # up to the row before the newest (store/measure_lines.py says why not that
