@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from metering import logs, migrate
-from metering.cli import main
+from metering.cli import YOUNG_COLLECTION_THRESHOLD, main
 from metering.core.events import MAX_TEXT
 from metering.db import make_engine
 from metering.settings import build_settings, mask_url
@@ -128,6 +128,39 @@ def test_passwords_are_masked_in_urls_logs_and_errors(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "s3cr3t-pw" not in result.stdout + result.stderr
+
+
+# Run as `python -c`: at the command's start, what the collector holds and when it
+# collects young objects.
+COLLECTOR_AT_INVOKE = """
+import gc
+import click
+from metering import cli
+original = click.Group.invoke
+def invoke(self, ctx):
+    print("collector", gc.get_freeze_count(), gc.get_threshold()[0], flush=True)
+    return original(self, ctx)
+click.Group.invoke = invoke
+cli.main(["db", "current"])
+"""
+
+
+def test_a_command_runs_with_its_imports_frozen_and_young_collections_rarer(
+    tmp_path: Path,
+) -> None:
+    """A run's rows would otherwise set off hundreds of collections, each walking
+    SQLAlchemy's import-time objects again (metering/cli.py)."""
+    result = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_AT_INVOKE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "METERING_DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}"},
+    )
+    line = next(x for x in result.stdout.splitlines() if x.startswith("collector"))
+    frozen, threshold = map(int, line.split()[1:])
+    assert frozen > 20_000  # SQLAlchemy, click and metering's modules: ~51k objects
+    assert threshold == YOUNG_COLLECTION_THRESHOLD > 700
 
 
 @pytest.mark.slow
