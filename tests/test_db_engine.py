@@ -6,6 +6,8 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from metering import db
 
@@ -36,5 +38,21 @@ def test_an_engines_connections_share_the_context_and_work(mariadb_url: str) -> 
             assert raw[0].ctx is raw[1].ctx  # type: ignore[union-attr]
             assert a.exec_driver_sql("SELECT 1").scalar_one() == 1
             assert b.exec_driver_sql("SELECT 2").scalar_one() == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.mariadb
+def test_a_url_naming_a_ca_requires_tls(mariadb_url: str) -> None:
+    """docs/operations.md: a CA in the URL makes TLS required (the test server offers
+    none, so the connection is refused rather than made in the clear)."""
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile is None:
+        pytest.skip("no system CA file")
+    url = make_url(mariadb_url).update_query_dict({"ssl_ca": cafile})
+    engine = db.make_engine(url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(OperationalError, match="SSL is required"):
+            engine.connect()
     finally:
         engine.dispose()
