@@ -265,9 +265,19 @@ class World:
         rows: list[Row] = []
         rng = self.rng
         pool = self.vms + self.volumes
+        misses = 0
         while len(rows) < count:
             r = pool[rng.randrange(len(pool))]
-            first, second = sorted(rng.sample(range(HOUR), 2))
+            # After the resource's last event: a pick placed anywhere in the hour
+            # interleaved with its earlier ones (stop, stop, start, start), and a third
+            # of the hour's lifecycle events became anomalies no real producer sends.
+            after = max(hour, r.last_at + 1) - hour
+            if HOUR - after < 2:
+                misses += 1
+                if misses > 100 * len(pool):
+                    raise ValueError(f"{count} lifecycle events is too many for one hour")
+                continue
+            first, second = sorted(rng.sample(range(after, HOUR), 2))
             if r.entity == "volume":
                 r.offering = rng.choice(VOLUME_OFFERINGS)
                 rows.append(self._resource_row(r, "update", r.offering, hour + first))
