@@ -155,6 +155,7 @@ class Target:
             cur.execute(f"USE `{self.name}`")
 
     def _copy(self, source: str, target: str) -> None:
+        # LIKE copies columns and indexes, not foreign keys; metering's schema has none.
         with self.conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{target}`")
             cur.execute(f"CREATE DATABASE `{target}`")
