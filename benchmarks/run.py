@@ -131,6 +131,8 @@ class Target:
         if self.kind == "sqlite":
             if not self.keep:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+            elif os.path.exists(self.path + ".copy"):
+                os.remove(self.path + ".copy")
             return
         with self.conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{self.name}_copy`")
@@ -694,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
     args = parser.parse_args(argv)
     args.keep = args.keep or args.load_only
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
 
     sizes = (
         [parse_size(args.events)] if args.events else [parse_size(s) for s in args.sizes.split(",")]
